@@ -1,0 +1,19 @@
+"""Shared pytest setup: every test process gets its own ROS domain, ROS_HOME and discovery range."""
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+if str(REPO_ROOT) not in sys.path:
+    sys.path.insert(0, str(REPO_ROOT))  # `training` is a source tree, not installed
+
+os.environ.setdefault("ROS_HOME", tempfile.mkdtemp(prefix="ros_home_"))
+os.environ.setdefault("ROS_DOMAIN_ID", str(os.getpid() % 90 + 5))
+os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
+if "VIRTUAL_ENV" in os.environ:
+    os.environ.setdefault("AMENT_PREFIX_PATH", os.environ["VIRTUAL_ENV"])
+else:
+    os.environ.setdefault("AMENT_PREFIX_PATH", sys.prefix)

@@ -1,0 +1,77 @@
+"""Shared preprocessing and metrics against hand-computed values."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from depth_fusion_ros.metrics import MetricAccumulator, compute_depth_metrics
+from depth_fusion_ros.preprocess import (
+    NORM_MEAN,
+    NORM_STD,
+    percentile_bounds,
+    preprocess_rgb,
+    preprocess_thermal,
+)
+
+
+def test_percentile_bounds_match_nearest_rank():
+    image = np.random.default_rng(0).integers(3000, 6000, (256, 640)).astype(np.uint16)
+    low, high = percentile_bounds(image, 1.0, 99.0)
+    assert (low, high) == tuple(np.percentile(image, [1, 99], method="nearest").astype(int))
+
+
+def test_thermal_clip_minmax_normalise():
+    raw = np.tile(np.arange(100, dtype=np.uint16) + 4000, (4, 1))  # 4000..4099 per row
+    out = preprocess_thermal(raw, (4, 100))
+    assert out.shape == (1, 4, 100) and out.dtype == np.float32
+    low, high = percentile_bounds(raw, 1, 99)
+    expected = (np.clip((raw[0].astype(np.float32) - low) / (high - low), 0, 1) - NORM_MEAN) / NORM_STD
+    np.testing.assert_allclose(out[0, 0], expected, rtol=1e-6)
+    assert out.min() == pytest.approx(-NORM_MEAN / NORM_STD) and out.max() == pytest.approx((1 - NORM_MEAN) / NORM_STD)
+
+
+def test_thermal_flat_image_is_finite():
+    out = preprocess_thermal(np.full((8, 8), 5000, np.uint16), (4, 4))
+    assert np.isfinite(out).all()
+
+
+def test_rgb_normalise_resize_and_grey():
+    rgb = np.zeros((2, 2, 3), np.uint8)
+    rgb[..., 0] = 255
+    out = preprocess_rgb(rgb, (4, 4))
+    assert out.shape == (3, 4, 4)
+    assert out[0].min() == pytest.approx((1 - NORM_MEAN) / NORM_STD)
+    assert out[1].max() == pytest.approx(-NORM_MEAN / NORM_STD)
+    assert preprocess_rgb(np.zeros((5, 6), np.uint8), (5, 6)).shape == (3, 5, 6)
+    with pytest.raises(TypeError):
+        preprocess_rgb(np.zeros((5, 6, 3), np.float32), (5, 6))
+
+
+def test_metrics_hand_computed():
+    gt = np.array([[2.0, 4.0], [0.0, 100.0]])  # 0 and 100 m are outside the evaluation range
+    pred = np.array([[1.0, 5.0], [7.0, 7.0]], np.float32)
+    m = compute_depth_metrics(pred, gt)
+    assert m["valid_px"] == 2
+    assert m["abs_rel"] == pytest.approx((1 / 2 + 1 / 4) / 2)
+    assert m["sq_rel"] == pytest.approx((1 / 2 + 1 / 4) / 2)
+    assert m["rmse"] == pytest.approx(1.0)
+    assert m["rmse_log"] == pytest.approx(np.sqrt((np.log(0.5) ** 2 + np.log(1.25) ** 2) / 2))
+    assert (m["d1"], m["d2"], m["d3"]) == (0.0, 0.5, 0.5)  # ratios 2.0 (> 1.25^3) and 1.25 (not < 1.25)
+
+
+def test_metrics_median_scaling():
+    gt = np.array([[2.0, 4.0, 8.0]])
+    pred = gt.astype(np.float32) / 3.0  # right up to scale
+    m = compute_depth_metrics(pred, gt, median_scaling=True)
+    assert m["scale"] == pytest.approx(3.0)
+    assert m["abs_rel"] == pytest.approx(0.0, abs=1e-6) and m["d1"] == 1.0
+    assert compute_depth_metrics(pred, np.zeros_like(gt)) is None
+
+
+def test_accumulator_means_over_images():
+    acc = MetricAccumulator()
+    acc.add(compute_depth_metrics(np.array([[1.0]]), np.array([[2.0]])))
+    acc.add(compute_depth_metrics(np.array([[2.0]]), np.array([[2.0]])))
+    acc.add(None)
+    assert acc.count == 2 and acc.skipped == 1
+    assert acc.mean()["abs_rel"] == pytest.approx(0.25)

@@ -1,0 +1,1 @@
+"""PyTorch training tree for DMCF-SIDE: network, data, training, evaluation, export, engine build."""
