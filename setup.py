@@ -28,6 +28,9 @@ setup(
     entry_points={
         "console_scripts": [
             "depth_fusion_node = depth_fusion_ros.node:main",
+            "depth_fusion_evaluator = depth_fusion_ros.evaluator:main",
+            "depth_fusion_bag_player = depth_fusion_ros.bag.player:main",
+            "ms2_to_bag = depth_fusion_ros.bag.ms2_to_bag:main",
         ],
     },
 )

@@ -7,6 +7,7 @@ import tempfile
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # test helpers (model_fixtures)
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))  # `training` is a source tree, not installed
 
@@ -17,3 +18,18 @@ if "VIRTUAL_ENV" in os.environ:
     os.environ.setdefault("AMENT_PREFIX_PATH", os.environ["VIRTUAL_ENV"])
 else:
     os.environ.setdefault("AMENT_PREFIX_PATH", sys.prefix)
+
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def tiny_onnx_model(tmp_path_factory):
+    """A real `tiny` DMCF-SIDE model (seeded, untrained) exported to ONNX with its sidecar.
+
+    Built once per test session by the export code (`test/model_fixtures.py`); returns the path
+    of the `.onnx` file (its sidecar is `<path>.json`).
+    """
+    from model_fixtures import make_tiny_onnx
+
+    return make_tiny_onnx(tmp_path_factory.mktemp("tiny_model"))
