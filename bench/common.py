@@ -1,0 +1,76 @@
+"""Shared helpers for the benchmark scripts: machine description, timing, RESULTS.md appending.
+
+Benchmarks are not tests: they print figures and append them, with the date, machine and
+versions, to bench/RESULTS.md so numbers stay comparable over time.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import os
+import platform
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from importlib import metadata
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+RESULTS_MD = REPO_ROOT / "bench" / "RESULTS.md"
+if str(REPO_ROOT) not in sys.path:
+    sys.path.insert(0, str(REPO_ROOT))
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
+
+
+def versions(*packages: str) -> str:
+    found = []
+    for name in packages:
+        try:
+            found.append(f"{name} {metadata.version(name)}")
+        except metadata.PackageNotFoundError:
+            continue
+    return ", ".join(found)
+
+
+def machine_line() -> str:
+    """One line naming the machine, cores and the versions that matter for the figures."""
+    return (f"{cpu_model()}, {os.cpu_count()} cores, Python {platform.python_version()}; "
+            + versions("numpy", "opencv-python-headless", "onnxruntime", "torch", "ros-jazzy-rclpy"))
+
+
+def median_ms(fn: Callable[[], object], runs: int, warmup: int = 2) -> float:
+    """Median wall time of `fn()` in milliseconds over `runs` calls after `warmup` calls."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - start) * 1e3)
+    return statistics.median(times)
+
+
+def record(title: str, table_md: str, command: str, notes: str = "") -> None:
+    """Print a result block and append it to bench/RESULTS.md."""
+    stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    block = [f"## {title}", "", f"- date: {stamp}", f"- machine: {machine_line()}",
+             f"- command: `{command}`"]
+    if notes:
+        block.append(f"- notes: {notes}")
+    block += ["", table_md, "", ""]
+    text = "\n".join(block)
+    print(text)
+    if not RESULTS_MD.exists():
+        RESULTS_MD.write_text("# Benchmark results\n\nAppended by the scripts under bench/ "
+                              "(`make bench` runs them all). Newest last.\n\n")
+    with RESULTS_MD.open("a") as handle:
+        handle.write(text)

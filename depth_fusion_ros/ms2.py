@@ -1,0 +1,238 @@
+"""Reader for the MS2 (Multi-Spectral Stereo) dataset layout, shared by the training loader and
+`ms2_to_bag` (numpy/OpenCV only).
+
+Layout and conventions follow Shin, Park, Kweon, "Deep Depth Estimation from Thermal Image",
+CVPR 2023, and the dataset's public loader code:
+
+    <root>/sync_data/<seq>/{rgb,thr}/img_left/NNNNNN.png     images (frame names shared)
+    <root>/sync_data/<seq>/{rgb,thr}/img_left_timestamp.txt  optional per-frame stamps
+    <root>/sync_data/<seq>/calib.npy                         pickled dict, translations in mm
+    <root>/proj_depth/<seq>/{rgb,thr}/depth_filtered/NNNNNN.png  uint16, metres * 256, 0 = none
+    <root>/{train,val,test_day,test_night,test_rainy}_list.txt   one sequence name per line
+
+Every error a user can hit names the file it was looking for (and the list file or sequence it
+came from) so a broken download or a wrong `--data-root` is obvious.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+SPLITS = ("train", "val", "test_day", "test_night", "test_rainy")
+TEST_SPLITS = ("test_day", "test_night", "test_rainy")  # split "test" is their union
+VIEWS = ("thr", "rgb")
+DEPTH_SCALE = 256.0  # MS2 depth PNGs hold metres * 256
+THERMAL_HW = (256, 640)
+RGB_HW = (384, 1224)
+
+# Keys this project needs from calib.npy; the real files also hold K_nirL and the right cameras.
+REQUIRED_CALIB_KEYS = ("K_rgbL", "K_thrL", "R_nir2thr", "T_nir2thr", "R_nir2rgb", "T_nir2rgb")
+OPTIONAL_CALIB_KEYS = ("K_nirL", "R_rgbR", "T_rgbR", "R_nirR", "T_nirR", "R_thrR", "T_thrR")
+
+
+class MS2FormatError(FileNotFoundError):
+    """A file of the MS2 layout is missing or malformed; the message names the path."""
+
+
+def split_list_path(root: str | Path, split: str) -> Path:
+    """Path of the list file for one of `SPLITS`."""
+    return Path(root) / f"{split}_list.txt"
+
+
+def read_split(root: str | Path, split: str) -> list[str]:
+    """Sequence names of a split, in list-file order.
+
+    Args:
+        root: dataset root (holds `sync_data/`, `proj_depth/` and the `*_list.txt` files).
+        split: one of `SPLITS`, or "test" for test_day + test_night + test_rainy (those present).
+    Returns:
+        sequence names, e.g. ["_2021-08-06-11-23-45", ...]; empty if the list file is empty.
+    """
+    if split == "test":
+        present = [s for s in TEST_SPLITS if split_list_path(root, s).is_file()]
+        if not present:
+            names = ", ".join(str(split_list_path(root, s)) for s in TEST_SPLITS)
+            raise MS2FormatError(f"split 'test' needs at least one of {names}; none exists "
+                                 f"(is {root} an MS2 dataset root?)")
+        return [seq for s in present for seq in read_split(root, s)]
+    if split not in SPLITS:
+        raise ValueError(f"unknown MS2 split {split!r}; expected one of {SPLITS + ('test',)}")
+    path = split_list_path(root, split)
+    if not path.is_file():
+        raise MS2FormatError(f"MS2 split list {path} does not exist (is {root} an MS2 dataset "
+                             f"root? a half-written synthetic dataset has no list files)")
+    names = [line.strip() for line in path.read_text().splitlines()]
+    return [n for n in names if n and not n.startswith("#")]  # an empty list is a valid split
+
+
+def image_path(root: str | Path, seq: str, view: str, frame: str) -> Path:
+    """`sync_data/<seq>/<view>/img_left/<frame>.png`."""
+    _check_view(view)
+    return Path(root) / "sync_data" / seq / view / "img_left" / f"{frame}.png"
+
+
+def depth_path(root: str | Path, seq: str, view: str, frame: str,
+               kind: str = "depth_filtered") -> Path:
+    """`proj_depth/<seq>/<view>/<kind>/<frame>.png`."""
+    _check_view(view)
+    return Path(root) / "proj_depth" / seq / view / kind / f"{frame}.png"
+
+
+def list_frames(root: str | Path, seq: str) -> list[str]:
+    """Sorted frame names ("000000", ...) of a sequence, from `sync_data/<seq>/thr/img_left`."""
+    folder = Path(root) / "sync_data" / seq / "thr" / "img_left"
+    if not folder.is_dir():
+        raise MS2FormatError(f"MS2 sequence {seq!r}: thermal image folder {folder} does not exist")
+    frames = sorted(p.stem for p in folder.glob("*.png"))
+    if not frames:
+        raise MS2FormatError(f"MS2 sequence {seq!r}: no PNG frames in {folder}")
+    return frames
+
+
+def load_calib(root: str | Path, seq: str) -> dict[str, np.ndarray]:
+    """The sequence's `calib.npy` as a dict of float64 arrays (K 3x3, R 3x3, T (3,) in mm)."""
+    path = Path(root) / "sync_data" / seq / "calib.npy"
+    if not path.is_file():
+        raise MS2FormatError(f"MS2 sequence {seq!r}: calibration file {path} does not exist")
+    try:
+        raw = np.load(path, allow_pickle=True).item()
+    except (ValueError, OSError, AttributeError) as exc:
+        raise MS2FormatError(f"calibration file {path} is not a pickled dict: {exc}") from exc
+    if not isinstance(raw, dict):
+        raise MS2FormatError(f"calibration file {path} holds {type(raw).__name__}, not a dict")
+    missing = [k for k in REQUIRED_CALIB_KEYS if k not in raw]
+    if missing:
+        raise MS2FormatError(f"calibration file {path} lacks keys {missing} "
+                             f"(has {sorted(raw)}); MS2 calib.npy needs {list(REQUIRED_CALIB_KEYS)}")
+    calib = {}
+    for key in REQUIRED_CALIB_KEYS + OPTIONAL_CALIB_KEYS:
+        if key not in raw:
+            continue
+        value = np.asarray(raw[key], dtype=np.float64)
+        shape = (3,) if key.startswith("T_") else (3, 3)
+        if value.size != int(np.prod(shape)):
+            raise MS2FormatError(f"calibration file {path}: {key} has shape {value.shape}, "
+                                 f"expected {shape}")
+        calib[key] = value.reshape(shape)
+    return calib
+
+
+def read_thermal(root: str | Path, seq: str, frame: str) -> np.ndarray:
+    """Thermal raw counts, [256, 640] uint16 (MS2: about 3000-6000)."""
+    path = image_path(root, seq, "thr", frame)
+    image = _imread(path, cv2.IMREAD_UNCHANGED)
+    if image.ndim != 2:
+        raise MS2FormatError(f"thermal image {path} has shape {image.shape}, expected [H, W]")
+    if image.dtype == np.uint8:
+        image = image.astype(np.uint16)  # 8-bit exports still work with the percentile clip
+    if image.dtype != np.uint16:
+        raise MS2FormatError(f"thermal image {path} is {image.dtype}, expected 16-bit counts")
+    return image
+
+
+def read_rgb(root: str | Path, seq: str, frame: str) -> np.ndarray:
+    """RGB image, [384, 1224, 3] uint8 in RGB channel order (the PNG holds BGR, as cv2 writes)."""
+    path = image_path(root, seq, "rgb", frame)
+    image = _imread(path, cv2.IMREAD_COLOR)
+    return np.ascontiguousarray(image[:, :, ::-1])
+
+
+def read_depth(root: str | Path, seq: str, view: str, frame: str,
+               kind: str = "depth_filtered") -> np.ndarray:
+    """Projected LiDAR depth of one view, [H, W] float32 metres, 0 = no measurement."""
+    path = depth_path(root, seq, view, frame, kind)
+    image = _imread(path, cv2.IMREAD_UNCHANGED)
+    if image.dtype != np.uint16 or image.ndim != 2:
+        raise MS2FormatError(f"depth map {path} is {image.dtype} {image.shape}, "
+                             f"expected [H, W] uint16 (metres * 256)")
+    return image.astype(np.float32) / DEPTH_SCALE
+
+
+def timestamp_path(root: str | Path, seq: str, view: str) -> Path:
+    """`sync_data/<seq>/<view>/img_left_timestamp.txt`."""
+    _check_view(view)
+    return Path(root) / "sync_data" / seq / view / "img_left_timestamp.txt"
+
+
+def read_timestamps(root: str | Path, seq: str, view: str) -> np.ndarray | None:
+    """Per-frame stamps in integer nanoseconds, or None if the sequence has no stamp file.
+
+    Accepted line formats (one frame per line, in frame order; blank and `#` lines ignored):
+    `<seconds>` or `<frame> <seconds>`, seconds as a decimal (`1628237025.123456789`). A bare
+    integer with 16 or more digits is taken as nanoseconds already. Parsing the decimal string
+    directly keeps full nanosecond precision (a float64 of epoch seconds only holds ~0.2 us).
+    """
+    path = timestamp_path(root, seq, view)
+    if not path.is_file():
+        return None
+    stamps = []
+    for number, line in enumerate(path.read_text().splitlines(), start=1):
+        tokens = line.replace(",", " ").split()
+        if not tokens or tokens[0].startswith("#"):
+            continue
+        try:
+            stamps.append(_seconds_to_ns(tokens[-1]))
+        except ValueError as exc:
+            raise MS2FormatError(f"timestamp file {path} line {number}: cannot parse "
+                                 f"{line.strip()!r} as '<seconds>' or '<frame> <seconds>'") from exc
+    return np.asarray(stamps, dtype=np.int64)
+
+
+def _seconds_to_ns(text: str) -> int:
+    if "." not in text and "e" not in text.lower():
+        value = int(text)
+        return value if len(text.lstrip("-")) >= 16 else value * 1_000_000_000
+    if "e" in text.lower():
+        return int(round(float(text) * 1e9))
+    whole, frac = text.split(".")
+    sign = -1 if whole.startswith("-") else 1
+    return int(whole or "0") * 1_000_000_000 + sign * int((frac + "000000000")[:9])
+
+
+def rigid(R: np.ndarray, t_m: np.ndarray) -> np.ndarray:
+    """4x4 homogeneous transform from a 3x3 rotation and a (3,) translation in metres."""
+    T = np.eye(4)
+    T[:3, :3] = R
+    T[:3, 3] = np.asarray(t_m, dtype=np.float64).reshape(3)
+    return T
+
+
+def camera_extrinsics(calib: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Cross-modal extrinsics as 4x4 matrices in metres, through the NIR hub camera.
+
+    `T_a2b` maps points from camera a's optical frame into camera b's (x_b = T_a2b @ x_a), the
+    MS2 convention for `R_nir2thr/T_nir2thr`. Returns T_nir2thr, T_nir2rgb, T_thr2rgb
+    (= T_nir2rgb @ inv(T_nir2thr), as in the MS2 code), T_rgb2thr, and each camera's pose in the
+    NIR frame (T_thr2nir, T_rgb2nir, T_nir2nir = I); plus left-to-right stereo transforms
+    (T_rgbL2rgbR, ...) when the calibration has them.
+    """
+    out = {
+        "T_nir2thr": rigid(calib["R_nir2thr"], np.reshape(calib["T_nir2thr"], 3) / 1000.0),
+        "T_nir2rgb": rigid(calib["R_nir2rgb"], np.reshape(calib["T_nir2rgb"], 3) / 1000.0),
+    }
+    out["T_thr2nir"] = np.linalg.inv(out["T_nir2thr"])
+    out["T_rgb2nir"] = np.linalg.inv(out["T_nir2rgb"])
+    out["T_nir2nir"] = np.eye(4)
+    out["T_thr2rgb"] = out["T_nir2rgb"] @ out["T_thr2nir"]
+    out["T_rgb2thr"] = np.linalg.inv(out["T_thr2rgb"])
+    for cam in ("rgb", "nir", "thr"):
+        if f"R_{cam}R" in calib and f"T_{cam}R" in calib:
+            out[f"T_{cam}L2{cam}R"] = rigid(calib[f"R_{cam}R"],
+                                           np.reshape(calib[f"T_{cam}R"], 3) / 1000.0)
+    return out
+
+
+def _imread(path: Path, flags: int) -> np.ndarray:
+    if not path.is_file():
+        raise MS2FormatError(f"MS2 file {path} does not exist")
+    image = cv2.imread(str(path), flags)
+    if image is None:
+        raise MS2FormatError(f"MS2 file {path} exists but OpenCV cannot decode it (truncated?)")
+    return image
+
+
+def _check_view(view: str) -> None:
+    if view not in VIEWS:
+        raise ValueError(f"MS2 view must be one of {VIEWS} (folder names), got {view!r}")

@@ -1,0 +1,177 @@
+"""MS2 reader and training loader against a hand-made 2-frame MS2 folder with known pixels."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from depth_fusion_ros import ms2
+from depth_fusion_ros.preprocess import NORM_MEAN, NORM_STD, preprocess_rgb, preprocess_thermal
+from training.data import AugmentConfig, MS2Dataset, collate
+from training.data.augment import scale_crop
+
+cv2 = pytest.importorskip("cv2")
+
+SEQ = "_2021-08-06-11-23-45"
+NO_JITTER = dict(brightness=0.0, contrast=0.0, saturation=0.0, thermal_gain=0.0,
+                 thermal_offset_counts=0.0, thermal_gamma=0.0)
+
+
+def _rot_z(deg: float) -> np.ndarray:
+    c, s = np.cos(np.deg2rad(deg)), np.sin(np.deg2rad(deg))
+    return np.array([[c, -s, 0], [s, c, 0], [0, 0, 1.0]])
+
+
+def _calib() -> dict:
+    return {"K_rgbL": np.array([[1000, 0, 612], [0, 1000, 192], [0, 0, 1.0]]),
+            "K_nirL": np.eye(3), "K_thrL": np.array([[400, 0, 320], [0, 400, 128], [0, 0, 1.0]]),
+            "R_nir2thr": _rot_z(10.0), "T_nir2thr": np.array([[100.0], [-400.0], [300.0]]),
+            "R_nir2rgb": _rot_z(-5.0), "T_nir2rgb": np.array([120.0, 0.0, -50.0]),
+            "R_rgbR": np.eye(3), "T_rgbR": np.array([-300.0, 0, 0])}
+
+
+@pytest.fixture()
+def ms2_root(tmp_path):
+    """Two frames: thermal ramp 3000 + column (+100 in frame 1); RGB with R=10, G=20+frame,
+    B=200; depth 2560 (10 m) in a left block, 0 elsewhere, 30000 (117 m, beyond 80) in one pixel."""
+    sync, proj = tmp_path / "sync_data" / SEQ, tmp_path / "proj_depth" / SEQ
+    for view in ("rgb", "thr"):
+        (sync / view / "img_left").mkdir(parents=True)
+        (proj / view / "depth_filtered").mkdir(parents=True)
+    for i in range(2):
+        thermal = (3000 + np.tile(np.arange(640), (256, 1)) + 100 * i).astype(np.uint16)
+        cv2.imwrite(str(sync / "thr" / "img_left" / f"{i:06d}.png"), thermal)
+        bgr = np.zeros((384, 1224, 3), np.uint8)
+        bgr[..., 0], bgr[..., 1], bgr[..., 2] = 200, 20 + i, 10  # cv2 writes BGR
+        cv2.imwrite(str(sync / "rgb" / "img_left" / f"{i:06d}.png"), bgr)
+        for view, (h, w) in (("thr", (256, 640)), ("rgb", (384, 1224))):
+            depth = np.zeros((h, w), np.uint16)
+            depth[:, : w // 4] = 2560
+            depth[5, w - 3] = 30000
+            cv2.imwrite(str(proj / view / "depth_filtered" / f"{i:06d}.png"), depth)
+    np.save(sync / "calib.npy", _calib(), allow_pickle=True)
+    (sync / "thr" / "img_left_timestamp.txt").write_text(
+        "000000 1628237025.000000001\n000001 1628237025.066666667\n")
+    (sync / "rgb" / "img_left_timestamp.txt").write_text("1628237025.5\n1628237026\n")
+    (tmp_path / "train_list.txt").write_text(f"{SEQ}\n")
+    (tmp_path / "test_day_list.txt").write_text(f"{SEQ}\n")
+    (tmp_path / "test_night_list.txt").write_text("")
+    return tmp_path
+
+
+def test_reader_values(ms2_root):
+    assert ms2.read_split(ms2_root, "train") == [SEQ]
+    assert ms2.read_split(ms2_root, "test") == [SEQ]  # day + (empty) night
+    assert ms2.list_frames(ms2_root, SEQ) == ["000000", "000001"]
+    thermal = ms2.read_thermal(ms2_root, SEQ, "000001")
+    assert thermal.dtype == np.uint16 and thermal.shape == (256, 640)
+    assert thermal[7, 0] == 3100 and thermal[7, 639] == 3739
+    rgb = ms2.read_rgb(ms2_root, SEQ, "000001")
+    assert rgb.shape == (384, 1224, 3) and tuple(rgb[0, 0]) == (10, 21, 200)  # RGB order
+    depth = ms2.read_depth(ms2_root, SEQ, "rgb", "000000")
+    assert depth.dtype == np.float32 and depth[0, 0] == 10.0 and depth[0, 1000] == 0.0
+    assert depth[5, 1221] == pytest.approx(30000 / 256)
+    thr_ns = ms2.read_timestamps(ms2_root, SEQ, "thr")
+    assert thr_ns.dtype == np.int64 and thr_ns.tolist() == [1628237025000000001, 1628237025066666667]
+    assert ms2.read_timestamps(ms2_root, SEQ, "rgb").tolist() == [1628237025500000000, 1628237026000000000]
+
+
+def test_calib_and_extrinsics(ms2_root):
+    calib = ms2.load_calib(ms2_root, SEQ)
+    assert calib["T_nir2thr"].shape == (3,) and calib["T_nir2thr"][1] == -400.0
+    ext = ms2.camera_extrinsics(calib)
+    nir2thr = ext["T_nir2thr"]
+    assert nir2thr[:3, 3] == pytest.approx([0.1, -0.4, 0.3])  # mm -> m
+    expected = ext["T_nir2rgb"] @ np.linalg.inv(nir2thr)
+    np.testing.assert_allclose(ext["T_thr2rgb"], expected, atol=1e-12)
+    point_nir = np.array([1.0, 2.0, 10.0, 1.0])  # thr -> rgb == via the NIR hub
+    np.testing.assert_allclose(ext["T_thr2rgb"] @ (nir2thr @ point_nir), ext["T_nir2rgb"] @ point_nir)
+    np.testing.assert_allclose(ext["T_rgb2thr"] @ ext["T_thr2rgb"], np.eye(4), atol=1e-12)
+    assert ext["T_rgbL2rgbR"][0, 3] == pytest.approx(-0.3)
+
+
+def test_missing_files_name_path_and_list(ms2_root):
+    (ms2_root / "sync_data" / SEQ / "thr" / "img_left" / "000001.png").unlink()
+    (ms2_root / "sync_data" / SEQ / "thr" / "img_left" / "000001.png").write_bytes(b"")
+    ds = MS2Dataset(ms2_root, "train")
+    with pytest.raises(ms2.MS2FormatError, match=r"000001\.png.*train_list\.txt"):
+        ds[1]
+    (ms2_root / "val_list.txt").write_text("_no_such_seq\n")
+    with pytest.raises(ms2.MS2FormatError, match=r"_no_such_seq/thr/img_left.*val_list\.txt"):
+        MS2Dataset(ms2_root, "val")
+    with pytest.raises(ms2.MS2FormatError, match=r"test_rainy_list\.txt"):
+        ms2.read_split(ms2_root, "test_rainy")
+    (ms2_root / "sync_data" / SEQ / "calib.npy").unlink()
+    with pytest.raises(ms2.MS2FormatError, match=r"calib\.npy"):
+        ms2.load_calib(ms2_root, SEQ)
+    np.save(ms2_root / "sync_data" / SEQ / "calib.npy", {"K_rgbL": np.eye(3)}, allow_pickle=True)
+    with pytest.raises(ms2.MS2FormatError, match=r"calib\.npy lacks keys .*K_thrL"):
+        ms2.load_calib(ms2_root, SEQ)
+
+
+def test_eval_item_values(ms2_root):
+    item = MS2Dataset(ms2_root, "test")[1]
+    raw = ms2.read_thermal(ms2_root, SEQ, "000001")
+    np.testing.assert_array_equal(item["thermal"].numpy(), preprocess_thermal(raw, (256, 640)))
+    rgb = item["rgb"].numpy()
+    np.testing.assert_array_equal(rgb, preprocess_rgb(ms2.read_rgb(ms2_root, SEQ, "000001"), (256, 640)))
+    for c, value in enumerate((10, 21, 200)):
+        assert rgb[c, 3, 3] == pytest.approx((value / 255 - NORM_MEAN) / NORM_STD, abs=1e-6)
+    assert item["gt_rgb"].shape == (1, 384, 1224) and item["gt_thermal"].shape == (1, 256, 640)
+    assert item["gt_rgb"][0, 0, 0] == 10.0 and item["gt_rgb"][0, 5, 1221] == 0.0  # > 80 m dropped
+    assert item["seq"] == SEQ and item["frame"] == "000001" and bool(item["has_rgb"])
+
+
+def test_train_gt_nearest_and_batches(ms2_root):
+    ds = MS2Dataset(ms2_root, "train", height=128, width=320, train=True)
+    item = ds[0]
+    assert item["thermal"].shape == (1, 128, 320) and item["gt_rgb"].shape == (1, 128, 320)
+    assert set(np.unique(item["gt_rgb"].numpy()).tolist()) <= {0.0, 10.0}  # never interpolated
+    assert (item["gt_rgb"][0, :, :80] == 10.0).all() and (item["gt_rgb"][0, :, 80:] == 0).all()
+    loader = torch.utils.data.DataLoader(MS2Dataset(ms2_root, "test_day"), batch_size=2,
+                                         collate_fn=collate)
+    batch = next(iter(loader))
+    assert batch["gt_rgb"].shape == (2, 1, 384, 1224) and batch["frame"] == ["000000", "000001"]
+    assert len(MS2Dataset(ms2_root, "train", step=2)) == 1
+
+
+def test_flip_keeps_modalities_and_gt_together(ms2_root):
+    plain_ds = MS2Dataset(ms2_root, "train", train=True)  # thermal at network size: exact flip
+    plain = plain_ds[0]
+    cfg = AugmentConfig(flip_p=1.0, crop_p=0.0, **NO_JITTER)
+    flipped = MS2Dataset(ms2_root, "train", train=True, augment=cfg)[0]
+    for key in ("thermal", "rgb", "gt_thermal"):
+        torch.testing.assert_close(flipped[key], plain[key].flip(-1), rtol=0, atol=1e-6)
+    assert (flipped["gt_thermal"][0, :, -160:] == 10.0).all()  # the GT block moved right
+    raw_rgb_gt = plain_ds.load_raw(0)["gt_rgb"][:, ::-1]  # RGB GT: flipped, then nearest-resized
+    expected = cv2.resize(np.ascontiguousarray(raw_rgb_gt), (640, 256), interpolation=cv2.INTER_NEAREST)
+    np.testing.assert_array_equal(flipped["gt_rgb"][0].numpy(), expected)
+    assert (flipped["gt_rgb"][0, :, -150:] == 10.0).all() and (flipped["gt_rgb"][0, :, :450] == 0).all()
+
+
+def test_scale_crop_same_relative_window():
+    thermal = np.zeros((256, 640), np.uint16)
+    rgb = np.zeros((384, 1224, 3), np.uint8)
+    thermal[128, 480], rgb[192, 918] = 1, 255  # the same relative spot (0.5, 0.75)
+    gt_t, gt_r = thermal.astype(np.float32) * 7, rgb[..., 0].astype(np.float32) / 255 * 7
+    out = scale_crop({"thermal": thermal, "rgb": rgb, "gt_thermal": gt_t, "gt_rgb": gt_r},
+                     1.25, 0.5, 0.5)
+    assert out["thermal"].shape == (205, 512) and out["rgb"].shape == (307, 979, 3)
+    ty, tx = np.argwhere(out["thermal"])[0] / out["thermal"].shape
+    ry, rx = np.argwhere(out["rgb"][..., 0])[0] / out["rgb"].shape[:2]
+    assert abs(ty - ry) < 0.01 and abs(tx - rx) < 0.01
+    assert out["gt_thermal"].max() == 7.0 and out["gt_rgb"].max() == 7.0  # depth unchanged
+
+
+def test_augmentation_seeded_and_dropout(ms2_root):
+    ds = MS2Dataset(ms2_root, "train", height=128, width=320, train=True,
+                    augment=AugmentConfig(), modality_dropout_p=1.0)
+    torch.manual_seed(5)
+    a = ds[0]
+    torch.manual_seed(5)
+    b = ds[0]
+    for key in ("thermal", "rgb", "gt_rgb"):
+        torch.testing.assert_close(a[key], b[key], rtol=0, atol=0)
+    assert bool(a["has_thermal"]) != bool(a["has_rgb"])  # exactly one blanked
+    blanked = a["thermal"] if not a["has_thermal"] else a["rgb"]
+    assert float(blanked.abs().max()) == 0.0

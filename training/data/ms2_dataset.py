@@ -1,0 +1,111 @@
+"""PyTorch dataset over the MS2 layout (real MS2 or `python -m training.synthetic` output).
+
+Inputs go through the very same numpy preprocessing as the ROS node
+(`depth_fusion_ros.preprocess`), so training and deployment see identical tensors. Ground truth
+is the `depth_filtered` projected LiDAR of each camera (metres, 0 = none): resized to the network
+size with nearest neighbour for training (never interpolating across holes), full resolution for
+evaluation (the benchmark upsamples the prediction to the GT instead).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+from torch.utils.data import Dataset, default_collate
+
+from depth_fusion_ros import ms2
+from depth_fusion_ros.preprocess import preprocess_rgb, preprocess_thermal
+
+from .augment import AugmentConfig, augment
+
+
+class MS2Dataset(Dataset):
+    """Frames of an MS2 split as dicts of tensors.
+
+    Item keys: thermal [1,h,w] f32, rgb [3,h,w] f32 (normalised network inputs), gt_thermal and
+    gt_rgb [1,h,w] f32 metres if `train` else full resolution [1,Hg,Wg] (thermal 256x640, RGB
+    384x1224), has_thermal / has_rgb bool tensors (False when modality dropout blanked that
+    input: supervise only present views), seq, frame (str).
+
+    Randomness (augmentation, dropout) is drawn from torch's RNG, so it is reproducible under
+    `torch.manual_seed` and distinct per DataLoader worker (torch seeds each worker).
+    """
+
+    def __init__(self, root: str | Path, split: str, *, height: int = 256, width: int = 640,
+                 train: bool = False, step: int = 1, max_depth_m: float = 80.0,
+                 augment: AugmentConfig | None = None, modality_dropout_p: float = 0.0):
+        if step < 1:
+            raise ValueError(f"MS2Dataset step must be >= 1, got {step}")
+        if not 0.0 <= modality_dropout_p <= 1.0:
+            raise ValueError(f"modality_dropout_p must be in [0, 1], got {modality_dropout_p}")
+        self.root = Path(root)
+        self.split, self.out_hw, self.train = split, (height, width), train
+        self.max_depth_m = max_depth_m
+        self.augment_cfg = augment if train else None
+        self.modality_dropout_p = modality_dropout_p if train else 0.0
+        self.samples: list[tuple[str, str]] = []
+        self.list_file: dict[str, Path] = {}
+        splits = ms2.TEST_SPLITS if split == "test" else (split,)
+        for name in splits:
+            if split == "test" and not ms2.split_list_path(self.root, name).is_file():
+                continue
+            for seq in ms2.read_split(self.root, name):
+                self.list_file[seq] = ms2.split_list_path(self.root, name)
+                frames = self._guard(seq, ms2.list_frames, self.root, seq)
+                self.samples += [(seq, f) for f in frames[::step]]
+        if not self.samples:
+            raise ValueError(f"MS2 split {split!r} under {self.root} has no frames "
+                             f"(empty list file {ms2.split_list_path(self.root, split)}?)")
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def _guard(self, seq: str, fn, *args):
+        """Call an ms2 reader, adding the list file the sequence came from to any error."""
+        try:
+            return fn(*args)
+        except ms2.MS2FormatError as exc:
+            raise ms2.MS2FormatError(f"{exc} (sequence {seq!r} listed in "
+                                     f"{self.list_file.get(seq, '?')})") from exc
+
+    def load_raw(self, index: int) -> dict[str, np.ndarray]:
+        """Raw arrays: thermal [256,640] u16, rgb [384,1224,3] u8, gt_* [Hg,Wg] f32 metres."""
+        seq, frame = self.samples[index]
+        gt = {v: self._guard(seq, ms2.read_depth, self.root, seq, v, frame) for v in ms2.VIEWS}
+        for depth_m in gt.values():
+            depth_m[depth_m > self.max_depth_m] = 0.0  # beyond the trained range = no label
+        return {"thermal": self._guard(seq, ms2.read_thermal, self.root, seq, frame),
+                "rgb": self._guard(seq, ms2.read_rgb, self.root, seq, frame),
+                "gt_thermal": gt["thr"], "gt_rgb": gt["rgb"]}
+
+    def __getitem__(self, index: int) -> dict:
+        seq, frame = self.samples[index]
+        sample = self.load_raw(index)
+        rng = np.random.default_rng(int(torch.randint(0, 2**62, (1,)).item()))
+        if self.augment_cfg is not None:
+            sample = augment(sample, self.augment_cfg, rng)
+        thermal = torch.from_numpy(preprocess_thermal(sample["thermal"], self.out_hw))
+        rgb = torch.from_numpy(preprocess_rgb(sample["rgb"], self.out_hw))
+        has = {"thermal": True, "rgb": True}
+        if self.modality_dropout_p > 0 and rng.random() < self.modality_dropout_p:
+            blank = "thermal" if rng.random() < 0.5 else "rgb"
+            has[blank] = False  # zeros = the normalised dataset mean, an uninformative input
+            (thermal if blank == "thermal" else rgb).zero_()
+        item = {"thermal": thermal, "rgb": rgb}
+        for key in ("gt_thermal", "gt_rgb"):
+            depth_m = sample[key]
+            if self.train and depth_m.shape != self.out_hw:
+                depth_m = cv2.resize(depth_m, self.out_hw[::-1], interpolation=cv2.INTER_NEAREST)
+            item[key] = torch.from_numpy(np.ascontiguousarray(depth_m, np.float32))[None]
+        item["has_thermal"] = torch.tensor(has["thermal"])
+        item["has_rgb"] = torch.tensor(has["rgb"])
+        item["seq"], item["frame"] = seq, frame
+        return item
+
+
+def collate(batch: list[dict]) -> dict:
+    """Batch items: tensors stacked ([B, ...]), seq/frame as lists of str. Evaluation GT stacks
+    too because each view's full-resolution GT has one fixed size."""
+    return default_collate(batch)
