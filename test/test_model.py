@@ -1,0 +1,290 @@
+"""DMCF-SIDE network (training/model): shapes, fusion, shift mask, pretrained loading, errors."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from training.model import (
+    DMCFSide,
+    ModelConfig,
+    build_model,
+    checkpoint_filter_fn,
+    load_pretrained_encoder,
+)
+from training.model.attention import shift_mask_for, window_attention, window_attention_weights
+from training.model.pretrained import resize_bias_table
+
+# One thread: the CI box has 2 shared cores and OpenMP spin-waits badly when oversubscribed.
+torch.set_num_threads(1)
+
+
+def _tiny(**kw) -> DMCFSide:
+    torch.manual_seed(0)
+    return build_model(ModelConfig(variant="tiny", **kw)).eval()
+
+
+def _inputs(b: int, h: int, w: int, seed: int = 1):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(b, 1, h, w, generator=g), torch.randn(b, 3, h, w, generator=g)
+
+
+def test_config_round_trip_and_unknown_keys():
+    cfg = ModelConfig.from_dict({"variant": "swin_b", "attn_splits": [4, 4, 2, 2]})
+    assert cfg.drop_path_rate == 0.3 and cfg.output_views == ("thermal", "rgb")
+    d = cfg.to_dict()
+    assert d["attn_splits"] == [4, 4, 2, 2] and ModelConfig.from_dict(d) == cfg
+    with pytest.raises(ValueError, match="unknown key.*'depth_max'"):
+        ModelConfig.from_dict({"depth_max": 80})
+    with pytest.raises(ValueError, match="variant"):
+        ModelConfig(variant="swin_xl")
+
+
+@pytest.mark.parametrize("hw", [(256, 640), (192, 320)])
+def test_tiny_output_shapes_and_range(hw):
+    model = _tiny()
+    assert model.output_views == ("thermal", "rgb")
+    assert sum(p.numel() for p in model.parameters()) < 2_000_000
+    b = 1 if hw[0] * hw[1] > 100_000 else 2
+    thermal, rgb = _inputs(b, *hw)
+    with torch.no_grad():
+        out = model(thermal, rgb)
+    assert set(out) == {"depth_thermal", "depth_rgb"}
+    for depth in out.values():
+        assert depth.shape == (b, 1, *hw)
+        assert torch.isfinite(depth).all() and 0 < depth.min() and depth.max() < 80.0
+
+
+def test_swin_t_forward_256x640():
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(variant="swin_t")).eval()
+    assert 30e6 < sum(p.numel() for p in model.parameters()) < 60e6
+    assert model.encoder.channels == [96, 192, 384, 768]
+    with torch.no_grad():
+        out = model(*_inputs(1, 256, 640))
+    assert out["depth_thermal"].shape == out["depth_rgb"].shape == (1, 1, 256, 640)
+    assert torch.isfinite(out["depth_rgb"]).all()
+
+
+def test_views_subset_matches_full_forward():
+    model = _tiny()
+    thermal, rgb = _inputs(1, 128, 256)
+    with torch.no_grad():
+        full = model(thermal, rgb)
+        only = model(thermal, rgb, views=["rgb"])
+    assert list(only) == ["depth_rgb"]
+    torch.testing.assert_close(only["depth_rgb"], full["depth_rgb"], rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="views"):
+        model(thermal, rgb, views=["nir"])
+
+
+@pytest.mark.parametrize("view", ["thermal", "rgb"])
+def test_gradients_reach_encoder_from_each_head(view):
+    model = _tiny().train()
+    thermal, rgb = _inputs(2, 64, 128)
+    model(thermal, rgb, views=[view])[f"depth_{view}"].mean().backward()
+    enc = model.encoder
+    for name in ("patch_embed_thermal.proj.weight", "patch_embed.proj.weight",
+                 "layers.0.blocks.0.attn.qkv.weight", "layers.3.blocks.0.mlp.fc2.weight"):
+        grad = enc.get_parameter(name).grad
+        # Fusion: each head also reaches the other modality's embedding through DMCF.
+        assert grad is not None and grad.abs().sum() > 0, name
+
+
+def test_fusion_mixes_modalities_and_baseline_does_not():
+    thermal, rgb = _inputs(1, 128, 256)
+    rgb2 = rgb + 1.0
+    fused = _tiny()
+    with torch.no_grad():
+        a = fused(thermal, rgb)["depth_thermal"]
+        b = fused(thermal, rgb2)["depth_thermal"]
+    assert (a - b).abs().max() > 1e-4
+
+    baseline = _tiny(modality="thermal_only")
+    assert baseline.output_views == ("thermal",)
+    with torch.no_grad():
+        c = baseline(thermal, rgb)
+        d = baseline(thermal, None)
+    assert list(c) == ["depth_thermal"]
+    assert torch.equal(c["depth_thermal"], d["depth_thermal"])
+    with pytest.raises(ValueError, match="rgb must be"):
+        _tiny(modality="rgb_only")(thermal, None)
+
+
+def test_ablation_switches_build_and_run():
+    base = sum(p.numel() for p in _tiny().parameters())
+    for kw in ({"shared_encoder": False}, {"shared_decoder": False}, {"image_concat": False}):
+        model = _tiny(**kw)
+        with torch.no_grad():
+            out = model(*_inputs(1, 64, 128))
+        assert out["depth_thermal"].shape == (1, 1, 64, 128), kw
+        n = sum(p.numel() for p in model.parameters())
+        assert (n < base) if "image_concat" in kw else (n > base), kw
+    assert set(_tiny(shared_encoder=False).encoders()) == {"thermal", "rgb"}
+
+
+def test_shift_mask_blocks_attention_across_shifted_regions():
+    torch.manual_seed(0)
+    h = w = 16
+    k = 2  # 8x8 windows, shifted by 4
+    q, kk = torch.randn(2, h * w, 8), torch.randn(2, h * w, 8)
+    mask = shift_mask_for(h, w, k)
+    attn = window_attention_weights(q, kk, k, True, h, w, mask)  # [B*K*K, 64, 64]
+    assert attn.shape == (2 * k * k, 64, 64)
+    torch.testing.assert_close(attn.sum(-1), torch.ones(2 * k * k, 64))
+    # Independent reference: in rolled window (wy, wx), token (i, j) came from original pixel
+    # ((wy*8 + i + 4) % 16, (wx*8 + j + 4) % 16); two tokens may interact only if they were
+    # neighbours before the roll (closer than a window in both directions).
+    ii, jj = torch.meshgrid(torch.arange(8), torch.arange(8), indexing="ij")
+    ii, jj = ii.flatten(), jj.flatten()
+    n_blocked = 0
+    for win in range(k * k):
+        wy, wx = divmod(win, k)
+        oy, ox = (wy * 8 + ii + 4) % h, (wx * 8 + jj + 4) % w
+        near = ((oy[:, None] - oy[None]).abs() < 8) & ((ox[:, None] - ox[None]).abs() < 8)
+        for b in range(2):
+            weights = attn[b * k * k + win]
+            assert torch.all(weights[~near] == 0.0)
+            assert torch.all(weights[near] > 0.0)
+        n_blocked += int((~near).sum())
+    # Window (0,0) never wraps; (0,1) and (1,0) hold 2 regions of 32 tokens; (1,1) 4 of 16.
+    assert n_blocked == 2 * (2 * 32 * 32) + (64 * 64 - 4 * 16 * 16)
+    # Without shift every weight inside a window is positive; output matches a dense reference.
+    v = torch.randn(2, h * w, 8)
+    out = window_attention(q, kk, v, 1, False, h, w)
+    ref = torch.softmax(q @ kk.transpose(1, 2) / 8**0.5, -1) @ v
+    torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
+
+
+def _official_state_dict(encoder) -> dict[str, torch.Tensor]:
+    """What an official Swin ImageNet checkpoint holds: our names minus the per-stage norms
+    and the thermal embedding, plus index buffers, a final `norm` and a classifier head."""
+    sd = {k: v.clone() for k, v in encoder.state_dict().items()
+          if not k.startswith(("norm", "patch_embed_thermal"))}
+    sd["norm.weight"], sd["norm.bias"] = encoder.norm3.weight.clone(), encoder.norm3.bias.clone()
+    for name, module in encoder.named_modules():
+        if name.endswith(".attn"):
+            sd[f"{name}.relative_position_index"] = module.relative_position_index.clone()
+    sd["layers.1.blocks.1.attn_mask"] = torch.zeros(4, 49, 49)
+    sd["head.weight"], sd["head.bias"] = torch.randn(1000, 128), torch.randn(1000)
+    return sd
+
+
+def test_load_pretrained_encoder_round_trip(tmp_path):
+    source = _tiny().encoder  # window 7
+    official = _official_state_dict(source)
+    torch.save({"model": official}, tmp_path / "swin.pth")
+    target = _tiny(window_size=8)
+    report = load_pretrained_encoder(target, tmp_path / "swin.pth")
+    enc = target.encoder
+    stage_keys = [k for k in enc.state_dict() if k.startswith("layers.")]
+    assert set(stage_keys) <= set(report["encoder"]["loaded"])
+    for k in stage_keys:
+        if k.endswith("relative_position_bias_table"):
+            heads = official[k].shape[1]
+            assert official[k].shape == (13 * 13, heads) and enc.state_dict()[k].shape == (15 * 15, heads)
+        else:
+            assert torch.equal(enc.state_dict()[k], official[k]), k
+    torch.testing.assert_close(enc.patch_embed_thermal.proj.weight,
+                               official["patch_embed.proj.weight"].mean(1, keepdim=True))
+    assert torch.equal(enc.norm3.weight, official["norm.weight"])
+    assert set(report["encoder"]["missing"]) == {f"norm{i}.{p}" for i in range(3)
+                                                 for p in ("weight", "bias")}
+    # Truncated checkpoint: a stage weight missing -> error naming it.
+    truncated = dict(official)
+    del truncated["layers.2.blocks.1.mlp.fc1.weight"]
+    fresh = _tiny()
+    with pytest.raises(RuntimeError, match=r"layers\.2\.blocks\.1\.mlp\.fc1\.weight"):
+        load_pretrained_encoder(fresh, truncated)
+    assert torch.equal(fresh.encoder.layers[0].blocks[0].attn.qkv.weight,
+                       _tiny().encoder.layers[0].blocks[0].attn.qkv.weight)  # left untouched
+    # Wrong variant: a clear shape error.
+    with pytest.raises(ValueError, match="wrong variant"):
+        load_pretrained_encoder(build_model(ModelConfig(variant="swin_t")), official)
+
+
+def test_timm_layout_loads():
+    source = _tiny().encoder
+    official = _official_state_dict(source)
+    timm = {}
+    for k, v in official.items():
+        if k.startswith("layers.") and ".downsample." in k:
+            i = int(k.split(".")[1])
+            k = k.replace(f"layers.{i}.downsample", f"layers.{i + 1}.downsample")
+        timm[k.replace("head.", "head.fc.")] = v
+    assert "layers.3.downsample.reduction.weight" in timm
+    filtered = checkpoint_filter_fn(timm, source)
+    for i in range(3):
+        key = f"layers.{i}.downsample.reduction.weight"
+        assert torch.equal(filtered[key], official[key])
+    target = _tiny(shared_encoder=False)
+    report = load_pretrained_encoder(target, {"model": timm})
+    assert set(report) == {"encoder_thermal", "encoder_rgb"}
+    assert torch.equal(target.encoder_rgb.layers[0].downsample.norm.weight,
+                       official["layers.0.downsample.norm.weight"])
+    assert "patch_embed.proj.weight" in report["encoder_thermal"]["unexpected"]
+
+
+def test_resize_bias_table():
+    table = torch.full((13 * 13, 3), 0.25)
+    assert torch.equal(resize_bias_table(table, 7), table)
+    torch.testing.assert_close(resize_bias_table(table, 12), torch.full((23 * 23, 3), 0.25))
+
+
+def test_invalid_size_names_nearest_valid():
+    model = _tiny()
+    with pytest.raises(ValueError, match=r"250x640.*height 250.*multiple of 64.*256x640"):
+        model(*_inputs(1, 250, 640))
+    with pytest.raises(ValueError, match=r"nearest valid size: 192x384"):
+        build_model(ModelConfig(variant="tiny", height=200, width=400))
+    with pytest.raises(ValueError, match="thermal must be"):
+        model(torch.zeros(1, 3, 128, 256), torch.zeros(1, 3, 128, 256))
+    with pytest.raises(ValueError, match="share batch size"):
+        model(torch.zeros(1, 1, 128, 256), torch.zeros(1, 3, 128, 320))
+    # Baselines have no window splits: multiples of 32 suffice.
+    with torch.no_grad():
+        out = _tiny(modality="rgb_only", height=96, width=160)(None, torch.zeros(1, 3, 96, 160))
+    assert out["depth_rgb"].shape == (1, 1, 96, 160)
+
+
+def test_deterministic_with_seed():
+    thermal, rgb = _inputs(1, 64, 128)
+    a, b = _tiny(), _tiny()
+    for (na, pa), (_, pb) in zip(a.state_dict().items(), b.state_dict().items(), strict=True):
+        assert torch.equal(pa, pb), na
+    with torch.no_grad():
+        oa, ob = a(thermal, rgb), b(thermal, rgb)
+    assert torch.equal(oa["depth_thermal"], ob["depth_thermal"])
+    assert torch.equal(oa["depth_rgb"], ob["depth_rgb"])
+
+
+def test_checkpointing_gives_same_gradients():
+    thermal, rgb = _inputs(1, 64, 128)
+    grads = []
+    for ckpt in (False, True):
+        model = _tiny(use_checkpointing=ckpt).train()
+        model(thermal, rgb)["depth_rgb"].mean().backward()
+        grads.append(model.encoder.layers[2].blocks[1].attn.qkv.weight.grad)
+    torch.testing.assert_close(grads[0], grads[1], rtol=1e-5, atol=1e-7)
+    assert grads[0].abs().sum() > 0
+
+
+class _ShiftedWindowAttention(torch.nn.Module):
+    def forward(self, q, k, v):
+        return window_attention(q, k, v, 2, True, 8, 12, shift_mask_for(8, 12, 2))
+
+
+@pytest.mark.filterwarnings("ignore::torch.jit.TracerWarning")  # shape ints frozen: intended
+def test_shifted_window_attention_exports_to_onnx_opset17(tmp_path):
+    onnx = pytest.importorskip("onnx")
+    ort = pytest.importorskip("onnxruntime")
+    torch.manual_seed(0)
+    q, k, v = (torch.randn(2, 8 * 12, 4) for _ in range(3))
+    path = tmp_path / "attn.onnx"
+    with pytest.warns(DeprecationWarning):  # the TorchScript exporter: fast, fixed shapes
+        torch.onnx.export(_ShiftedWindowAttention(), (q, k, v), str(path), opset_version=17,
+                          input_names=["q", "k", "v"], dynamo=False)
+    assert onnx.load(str(path)).opset_import[0].version == 17
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    (out,) = sess.run(None, {"q": q.numpy(), "k": k.numpy(), "v": v.numpy()})
+    expected = _ShiftedWindowAttention()(q, k, v)
+    torch.testing.assert_close(torch.from_numpy(out), expected, rtol=1e-5, atol=1e-5)

@@ -1,0 +1,139 @@
+"""Window attention kernels as plain functions (GMFlow style, Xu et al., CVPR 2022).
+
+Used by the DMCF Cross-Relation blocks (`dmcf.py`) and, for the shift mask, by the Swin encoder.
+Everything here is written for ONNX opset 17 export with static shapes: sizes are Python ints
+taken from tensor shapes, never from tensor values, and only reshape/permute/slice/concat/matmul/
+softmax are used.
+"""
+from __future__ import annotations
+
+import torch
+
+# Added to the scores of query/key pairs from different shifted regions. Large enough that the
+# softmax weight is exactly 0 in float32, small enough to stay finite in float16 (max 65504).
+MASK_VALUE = -1.0e4
+
+
+def split_feature(feature: torch.Tensor, num_splits: int) -> torch.Tensor:
+    """Cut a channel-last map into K x K windows: [B, H, W, C] -> [B*K*K, H/K, W/K, C].
+
+    Windows are ordered batch-major, then row-major over the K x K grid (GMFlow's order).
+    """
+    b, h, w, c = feature.shape
+    k = num_splits
+    feature = feature.view(b, k, h // k, k, w // k, c)  # [B, K, H/K, K, W/K, C]
+    return feature.permute(0, 1, 3, 2, 4, 5).reshape(b * k * k, h // k, w // k, c)
+
+
+def merge_splits(splits: torch.Tensor, num_splits: int) -> torch.Tensor:
+    """Inverse of `split_feature`: [B*K*K, H/K, W/K, C] -> [B, H, W, C]."""
+    bkk, hk, wk, c = splits.shape
+    k = num_splits
+    b = bkk // (k * k)
+    splits = splits.view(b, k, k, hk, wk, c)  # [B, K, K, H/K, W/K, C]
+    return splits.permute(0, 1, 3, 2, 4, 5).reshape(b, k * hk, k * wk, c)
+
+
+def roll_2d(x: torch.Tensor, shift_h: int, shift_w: int) -> torch.Tensor:
+    """`torch.roll(x, (shift_h, shift_w), dims=(1, 2))` on [B, H, W, C] written as slices and
+    concats, so that the legacy (traced) ONNX exporter also accepts shape-derived shifts."""
+    h, w = x.shape[1], x.shape[2]
+    sh, sw = shift_h % h, shift_w % w
+    if sh:
+        x = torch.cat([x[:, h - sh:], x[:, :h - sh]], dim=1)
+    if sw:
+        x = torch.cat([x[:, :, w - sw:], x[:, :, :w - sw]], dim=2)
+    return x
+
+
+def _region_ids(size: int, window: int, shift: int, device: torch.device) -> torch.Tensor:
+    """Region label per row (or column) after a cyclic shift: 0 = untouched, 1 and 2 = the
+    strips that `torch.roll` wrapped around (Swin's three slices; shift 0 gives only 0 and 1,
+    which never share a window)."""
+    idx = torch.arange(size, device=device)
+    return (idx >= size - window).long() + (idx >= size - shift).long()  # [size]
+
+
+def generate_shift_window_attn_mask(
+    h: int, w: int, window_h: int, window_w: int, shift_h: int, shift_w: int,
+    device: torch.device | str = "cpu",
+) -> torch.Tensor:
+    """Additive mask for shifted-window attention (Swin / GMFlow).
+
+    h, w: map size (a multiple of the window size); the map is assumed rolled by
+    (-shift_h, -shift_w). Returns [nW, window_h*window_w, window_h*window_w] with 0 where query
+    and key come from the same pre-shift region and `MASK_VALUE` elsewhere; nW = (h/wh)*(w/ww),
+    windows in row-major order (the order of `split_feature` / Swin's `window_partition`).
+    """
+    device = torch.device(device)
+    # int(): under legacy ONNX tracing the sizes arrive as traced values; the mask is a
+    # constant of the (static) input size, so freeze them.
+    h, w, window_h, window_w = int(h), int(w), int(window_h), int(window_w)
+    shift_h, shift_w = int(shift_h), int(shift_w)
+    rows = _region_ids(h, window_h, shift_h, device)
+    cols = _region_ids(w, window_w, shift_w, device)
+    region = (rows[:, None] * 3 + cols[None, :]).float()  # [H, W]
+    kh, kw = h // window_h, w // window_w
+    region = region.view(kh, window_h, kw, window_w).permute(0, 2, 1, 3)  # [kh, kw, wh, ww]
+    region = region.reshape(kh * kw, window_h * window_w)  # [nW, N]
+    different = region[:, :, None] != region[:, None, :]  # [nW, N, N]
+    return different.float() * MASK_VALUE
+
+
+def window_attention_weights(
+    q: torch.Tensor, k: torch.Tensor, num_splits: int, with_shift: bool, h: int, w: int,
+    attn_mask: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Softmax weights of single-head K x K window attention.
+
+    q, k: [B, H*W, C] tokens in row-major order. Returns [B*K*K, N, N] with N = (H/K)*(W/K);
+    with_shift rolls the map by half a window first and applies `attn_mask`
+    ([K*K, N, N], from `generate_shift_window_attn_mask`).
+    """
+    b, _, c = q.shape
+    kk = num_splits * num_splits
+    q = q.view(b, h, w, c)  # [B, H, W, C]
+    k = k.view(b, h, w, c)
+    if with_shift:
+        shift = (h // num_splits // 2, w // num_splits // 2)
+        q = roll_2d(q, -shift[0], -shift[1])
+        k = roll_2d(k, -shift[0], -shift[1])
+    q = split_feature(q, num_splits).reshape(b * kk, -1, c)  # [B*K*K, N, C]
+    k = split_feature(k, num_splits).reshape(b * kk, -1, c)
+    # Scale the queries, not the N x N scores: same result, N/C times fewer multiplications.
+    scores = torch.matmul(q * (c**-0.5), k.transpose(1, 2))  # [B*K*K, N, N]
+    if with_shift:
+        if attn_mask is None:
+            raise ValueError("window attention with_shift=True needs the shift attn_mask")
+        n = scores.shape[-1]
+        scores = (scores.view(b, kk, n, n) + attn_mask[None]).view(b * kk, n, n)
+    return torch.softmax(scores, dim=-1)
+
+
+def window_attention(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, num_splits: int, with_shift: bool,
+    h: int, w: int, attn_mask: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Single-head attention inside K x K windows (GMFlow's `single_head_split_window_attention`).
+
+    q, k, v: [B, H*W, C]; H and W must be divisible by num_splits. Returns [B, H*W, C].
+    """
+    b, _, c = q.shape
+    attn = window_attention_weights(q, k, num_splits, with_shift, h, w, attn_mask)
+    v = v.view(b, h, w, c)  # [B, H, W, C]
+    shift = (h // num_splits // 2, w // num_splits // 2)
+    if with_shift:
+        v = roll_2d(v, -shift[0], -shift[1])
+    v = split_feature(v, num_splits)
+    hk, wk = v.shape[1], v.shape[2]
+    out = torch.matmul(attn, v.reshape(attn.shape[0], -1, c))  # [B*K*K, N, C]
+    out = merge_splits(out.view(-1, hk, wk, c), num_splits)  # [B, H, W, C]
+    if with_shift:
+        out = roll_2d(out, shift[0], shift[1])
+    return out.reshape(b, h * w, c)  # [B, H*W, C]
+
+
+def shift_mask_for(h: int, w: int, num_splits: int, device: torch.device | str = "cpu"):
+    """The mask `window_attention(..., with_shift=True)` needs for an h x w map and K splits."""
+    wh, ww = h // num_splits, w // num_splits
+    return generate_shift_window_attn_mask(h, w, wh, ww, wh // 2, ww // 2, device)

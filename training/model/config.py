@@ -1,0 +1,114 @@
+"""`ModelConfig`: the typed, YAML-loadable description of one DMCF-SIDE network.
+
+The variant names map to Swin Transformer sizes (Liu et al., ICCV 2021); `tiny` is a small
+stand-in for tests and CPU demos. `to_dict()` writes the *resolved* values (e.g. the variant's
+default drop-path rate), so a saved config rebuilds exactly the same network.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+MODALITIES = ("fusion", "thermal_only", "rgb_only")
+VIEWS = ("thermal", "rgb")
+
+
+@dataclass(frozen=True)
+class SwinSpec:
+    """Swin size: patch-embedding width C (stages have C, 2C, 4C, 8C channels), blocks and heads."""
+
+    embed_dim: int
+    depths: tuple[int, int, int, int]
+    num_heads: tuple[int, int, int, int]
+    drop_path_rate: float  # default for this size when the config leaves it unset
+
+
+# Sizes from the official Swin configs; drop-path defaults follow Swin's detection/segmentation
+# fine-tuning settings (0.2 for T, 0.3 for S/B/L), tiny trains without it.
+SWIN_SPECS: dict[str, SwinSpec] = {
+    "tiny": SwinSpec(16, (1, 1, 2, 1), (1, 2, 4, 8), 0.0),
+    "swin_t": SwinSpec(96, (2, 2, 6, 2), (3, 6, 12, 24), 0.2),
+    "swin_s": SwinSpec(96, (2, 2, 18, 2), (3, 6, 12, 24), 0.3),
+    "swin_b": SwinSpec(128, (2, 2, 18, 2), (4, 8, 16, 32), 0.3),
+    "swin_l": SwinSpec(192, (2, 2, 18, 2), (6, 12, 24, 48), 0.3),
+}
+
+
+@dataclass
+class ModelConfig:
+    """Everything needed to build a `DMCFSide` network (see DESIGN.md section 3).
+
+    variant: Swin size, one of `SWIN_SPECS`.
+    height, width: network input size in pixels (thermal resolution; RGB is resized to it).
+    max_depth_m: depth = sigmoid * max_depth_m.
+    modality: "fusion" (DMCF-SIDE) or a single-modality baseline "thermal_only" / "rgb_only".
+    shared_encoder / shared_decoder / image_concat: the paper's ablation switches.
+    window_size: Swin window (7 in the ImageNet checkpoints; a different value resizes the
+        relative-position tables when pretrained weights are loaded).
+    attn_splits: GMFlow-style K per scale (1/4, 1/8, 1/16, 1/32): the map is cut into K x K windows.
+    drop_path_rate: stochastic depth of the Swin encoder; None -> the variant's default.
+    ffn_expansion: hidden width factor of the Cross-Relation feed-forward (GMFlow uses 4).
+    use_checkpointing: recompute Swin blocks in backward (saves memory when training large sizes).
+    """
+
+    variant: str = "tiny"
+    height: int = 256
+    width: int = 640
+    max_depth_m: float = 80.0
+    modality: str = "fusion"
+    shared_encoder: bool = True
+    shared_decoder: bool = True
+    image_concat: bool = True
+    window_size: int = 7
+    attn_splits: tuple[int, int, int, int] = (4, 4, 2, 2)
+    drop_path_rate: float | None = None
+    mlp_ratio: float = 4.0
+    ffn_expansion: int = 4
+    use_checkpointing: bool = False
+
+    def __post_init__(self) -> None:
+        if self.variant not in SWIN_SPECS:
+            raise ValueError(
+                f"model.variant={self.variant!r} is unknown; choose one of {sorted(SWIN_SPECS)}"
+            )
+        if self.modality not in MODALITIES:
+            raise ValueError(f"model.modality={self.modality!r} is unknown; choose one of {MODALITIES}")
+        self.attn_splits = tuple(int(k) for k in self.attn_splits)
+        if len(self.attn_splits) != 4 or min(self.attn_splits) < 1:
+            raise ValueError(
+                f"model.attn_splits={self.attn_splits} must be 4 positive integers (1/4..1/32)"
+            )
+        if self.window_size < 1 or self.max_depth_m <= 0:
+            raise ValueError("model.window_size must be >= 1 and model.max_depth_m > 0")
+        if self.drop_path_rate is None:
+            self.drop_path_rate = SWIN_SPECS[self.variant].drop_path_rate
+
+    @property
+    def spec(self) -> SwinSpec:
+        return SWIN_SPECS[self.variant]
+
+    @property
+    def output_views(self) -> tuple[str, ...]:
+        """Views this network predicts: both for fusion, its own one for a baseline."""
+        return {"fusion": VIEWS, "thermal_only": ("thermal",), "rgb_only": ("rgb",)}[self.modality]
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any] | None) -> ModelConfig:
+        """Build from a YAML mapping (the `model:` block of a run config); unknown keys raise."""
+        d = dict(d or {})
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - names)
+        if unknown:
+            raise ValueError(
+                f"model config: unknown key(s) {unknown}; valid keys are {sorted(names)}"
+            )
+        if "attn_splits" in d:
+            d["attn_splits"] = tuple(d["attn_splits"])
+        return cls(**d)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain, resolved dict (YAML/JSON friendly: tuples become lists)."""
+        d = dataclasses.asdict(self)
+        d["attn_splits"] = list(self.attn_splits)
+        return d

@@ -1,0 +1,127 @@
+"""DMCF module (Kwon & Kim 2024, DESIGN.md section 3): per-scale mutual reference and fusion.
+
+F*_m = ConvBlock(concat(F_m, avgpool(I_m))) halves the channels, a sine position embedding is
+added, then two Cross-Relation blocks run window self-attention inside each modality followed by
+window cross-attention between modalities; the second block uses shifted windows. Both
+modalities travel as one [2B, ...] batch ordered [thermal; rgb]; the cross-attention target is
+the same batch with its halves swapped (GMFlow's [f0;f1]/[f1;f0] trick), so one set of weights
+serves both directions.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .attention import shift_mask_for, window_attention
+from .position import sine_position_embedding
+
+
+class ConvBlock(nn.Module):
+    """Two 3x3 conv + BatchNorm + ReLU: [B, Cin, h, w] -> [B, Cout, h, w]."""
+
+    def __init__(self, in_channels: int, out_channels: int) -> None:
+        super().__init__()
+        self.block = nn.Sequential(
+            nn.Conv2d(in_channels, out_channels, 3, padding=1, bias=False),
+            nn.BatchNorm2d(out_channels), nn.ReLU(inplace=True),
+            nn.Conv2d(out_channels, out_channels, 3, padding=1, bias=False),
+            nn.BatchNorm2d(out_channels), nn.ReLU(inplace=True))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.block(x)
+
+
+class AttentionLayer(nn.Module):
+    """GMFlow's `TransformerLayer` (single head): window attention, merge, norm, optional FFN
+    on concat(source, message), residual to the source."""
+
+    def __init__(self, dim: int, with_ffn: bool, ffn_expansion: int = 4) -> None:
+        super().__init__()
+        self.q_proj = nn.Linear(dim, dim, bias=False)
+        self.k_proj = nn.Linear(dim, dim, bias=False)
+        self.v_proj = nn.Linear(dim, dim, bias=False)
+        self.merge = nn.Linear(dim, dim, bias=False)
+        self.norm1 = nn.LayerNorm(dim)
+        self.mlp = None
+        if with_ffn:
+            self.mlp = nn.Sequential(
+                nn.Linear(2 * dim, 2 * dim * ffn_expansion, bias=False), nn.GELU(),
+                nn.Linear(2 * dim * ffn_expansion, dim, bias=False))
+            self.norm2 = nn.LayerNorm(dim)
+
+    def forward(self, source: torch.Tensor, target: torch.Tensor, h: int, w: int,
+                num_splits: int, with_shift: bool, attn_mask: torch.Tensor | None):
+        """source (queries), target (keys/values): [N, h*w, C] -> [N, h*w, C]."""
+        q, k, v = self.q_proj(source), self.k_proj(target), self.v_proj(target)
+        message = self.norm1(self.merge(
+            window_attention(q, k, v, num_splits, with_shift, h, w, attn_mask)))
+        if self.mlp is not None:
+            message = self.norm2(self.mlp(torch.cat([source, message], dim=-1)))
+        return source + message
+
+
+def swap_halves(x: torch.Tensor) -> torch.Tensor:
+    """[thermal; rgb] -> [rgb; thermal] along the batch (static split, ONNX friendly)."""
+    a, b = x.chunk(2, dim=0)
+    return torch.cat([b, a], dim=0)
+
+
+class CrossRelationBlock(nn.Module):
+    """Self-attention within each modality, then cross-attention to the other one."""
+
+    def __init__(self, dim: int, ffn_expansion: int) -> None:
+        super().__init__()
+        self.self_attn = AttentionLayer(dim, with_ffn=False)
+        self.cross_attn_ffn = AttentionLayer(dim, with_ffn=True, ffn_expansion=ffn_expansion)
+
+    def forward(self, x: torch.Tensor, h: int, w: int, num_splits: int, with_shift: bool,
+                attn_mask: torch.Tensor | None) -> torch.Tensor:
+        """x: [2B, h*w, C] ordered [thermal; rgb] -> [2B, h*w, C]."""
+        x = self.self_attn(x, x, h, w, num_splits, with_shift, attn_mask)
+        # Unlike GMFlow (which attends to the other view *before* its self-attention), the keys
+        # here are the other modality's self-attended tokens: same cost, fresher reference.
+        return self.cross_attn_ffn(x, swap_halves(x), h, w, num_splits, with_shift, attn_mask)
+
+
+def pool_image(images: torch.Tensor, stride: int) -> torch.Tensor:
+    """Average-pool [N, Ci, H, W] to [N, Ci, H/stride, W/stride]. The stride is a constant of
+    the module (not derived from tensor shapes) so that traced ONNX export sees a fixed kernel."""
+    return nn.functional.avg_pool2d(images, kernel_size=stride, stride=stride)
+
+
+class DMCF(nn.Module):
+    """One scale of DMCF: [2B, C, h, w] stage features (+ images) -> [2B, C/2, h, w].
+
+    fuse=False gives the single-modality baselines' block (ConvBlock only; any batch size).
+    image_channels: channels of the image concatenated in the ConvBlock (0 = no concat).
+    stride: this scale's downsampling factor (4, 8, 16 or 32).
+    """
+
+    def __init__(self, in_channels: int, image_channels: int, stride: int, num_splits: int,
+                 fuse: bool, num_blocks: int = 2, ffn_expansion: int = 4) -> None:
+        super().__init__()
+        self.stride = stride
+        self.out_channels = in_channels // 2
+        self.image_channels = image_channels
+        self.num_splits = num_splits
+        self.conv = ConvBlock(in_channels + image_channels, self.out_channels)
+        self.blocks = nn.ModuleList(
+            CrossRelationBlock(self.out_channels, ffn_expansion) for _ in range(num_blocks)
+        ) if fuse else nn.ModuleList()
+
+    def forward(self, feats: torch.Tensor, images: torch.Tensor | None) -> torch.Tensor:
+        n, _, h, w = feats.shape
+        if self.image_channels:
+            feats = torch.cat([feats, pool_image(images, self.stride)], dim=1)
+        x = self.conv(feats)  # [N, C/2, h, w]
+        if len(self.blocks) == 0:
+            return x
+        c = self.out_channels
+        x = x + sine_position_embedding(c, h, w, x.device, x.dtype)
+        x = x.flatten(2).transpose(1, 2)  # [2B, h*w, C/2]
+        k = self.num_splits
+        mask = shift_mask_for(h, w, k, x.device).to(x.dtype) if k > 1 else None
+        for i, block in enumerate(self.blocks):
+            # GMFlow: every second block shifts by half a window (only meaningful with splits).
+            x = block(x, h, w, k, with_shift=(k > 1 and i % 2 == 1), attn_mask=mask)
+        return x.transpose(1, 2).reshape(n, c, h, w)  # [2B, C/2, h, w]
