@@ -1,0 +1,113 @@
+"""Launch depth_fusion_node (ROS 2 Jazzy), optionally with static camera TFs and RViz.
+
+    ros2 launch depth_fusion_ros depth_fusion.launch.py model_path:=/models/dmcf.onnx \
+        [params_file:=...] [backend:=auto] [device:=cuda] [namespace:=...] \
+        [thermal_image:=/my/thermal/image_raw] [thermal_info:=...] [rgb_image:=...] [rgb_info:=...] \
+        [use_sim_time:=false] [rviz:=false] [publish_static_tf:=false]
+
+`model_path`, `backend` and `device` override the params file only when given (non-empty).
+`publish_static_tf:=true` is for setups without a URDF: it publishes base_link ->
+thermal_optical_frame and base_link -> rgb_optical_frame with tf2_ros'
+static_transform_publisher (new-style --x ... --frame-id arguments). The defaults put both
+cameras at base_link's origin looking along its x axis (optical z forward, x right, y down).
+"""
+from launch.actions import DeclareLaunchArgument, OpaqueFunction
+from launch.conditions import IfCondition
+from launch.substitutions import LaunchConfiguration, PathJoinSubstitution
+from launch_ros.actions import Node
+from launch_ros.substitutions import FindPackageShare
+
+from launch import LaunchDescription
+
+PACKAGE = "depth_fusion_ros"
+# base_link (x fwd, y left, z up) -> camera optical frame (z fwd, x right, y down), REP 103.
+OPTICAL_ROLL, OPTICAL_PITCH, OPTICAL_YAW = "-1.5707963267948966", "0.0", "-1.5707963267948966"
+INPUT_REMAPS = {  # launch argument -> the node's (relative) input topic
+    "thermal_image": "thermal/image_raw",
+    "thermal_info": "thermal/camera_info",
+    "rgb_image": "rgb/image_raw",
+    "rgb_info": "rgb/camera_info",
+}
+OPTIONAL_OVERRIDES = ("model_path", "backend", "device")  # passed only when non-empty
+
+
+def _static_tf_arguments(camera: str) -> list:
+    """Launch arguments for the base_link -> <camera>_optical_frame static transform."""
+    defaults = {"x": "0.0", "y": "0.0", "z": "0.0", "roll": OPTICAL_ROLL,
+                "pitch": OPTICAL_PITCH, "yaw": OPTICAL_YAW}
+    args = [DeclareLaunchArgument(f"{camera}_tf_{k}", default_value=v,
+                                  description=f"static TF base_link -> {camera} optical: {k} "
+                                              f"({'m' if k in 'xyz' else 'rad'})")
+            for k, v in defaults.items()]
+    args.append(DeclareLaunchArgument(f"{camera}_frame_id", default_value=f"{camera}_optical_frame",
+                                      description=f"child frame of the {camera} static TF"))
+    return args
+
+
+def _static_tf_node(camera: str) -> Node:
+    """tf2_ros static_transform_publisher for one camera (only with publish_static_tf:=true)."""
+    cmd = []
+    for key in ("x", "y", "z", "roll", "pitch", "yaw"):
+        cmd += [f"--{key}", LaunchConfiguration(f"{camera}_tf_{key}")]
+    cmd += ["--frame-id", LaunchConfiguration("base_frame_id"),
+            "--child-frame-id", LaunchConfiguration(f"{camera}_frame_id")]
+    return Node(package="tf2_ros", executable="static_transform_publisher",
+                name=f"{camera}_static_tf", namespace=LaunchConfiguration("namespace"),
+                arguments=cmd, parameters=[{"use_sim_time": LaunchConfiguration("use_sim_time")}],
+                condition=IfCondition(LaunchConfiguration("publish_static_tf")))
+
+
+def _depth_fusion_node(context) -> list:
+    """The node, with the optional overrides that were actually given on the command line."""
+    overrides = {}
+    for name in OPTIONAL_OVERRIDES:
+        value = LaunchConfiguration(name).perform(context)
+        if value:
+            overrides[name] = value
+    return [Node(
+        package=PACKAGE, executable="depth_fusion_node", name="depth_fusion",
+        namespace=LaunchConfiguration("namespace"), output="screen", emulate_tty=True,
+        parameters=[LaunchConfiguration("params_file"), overrides,
+                    {"use_sim_time": LaunchConfiguration("use_sim_time")}],
+        remappings=[(topic, LaunchConfiguration(arg)) for arg, topic in INPUT_REMAPS.items()],
+    )]
+
+
+def generate_launch_description() -> LaunchDescription:
+    share = FindPackageShare(PACKAGE)
+    args = [
+        DeclareLaunchArgument("params_file",
+                              default_value=PathJoinSubstitution([share, "config", "depth_fusion.yaml"]),
+                              description="node parameter YAML (ros__parameters)"),
+        DeclareLaunchArgument("model_path", default_value="",
+                              description="exported model (.onnx/.engine/.pt2); '' = params file"),
+        DeclareLaunchArgument("backend", default_value="",
+                              description="auto | tensorrt | onnxruntime | torch; '' = params file"),
+        DeclareLaunchArgument("device", default_value="",
+                              description="cuda | cuda:N | cpu; '' = params file"),
+        DeclareLaunchArgument("namespace", default_value="", description="node namespace"),
+        DeclareLaunchArgument("use_sim_time", default_value="false",
+                              description="use /clock (true when replaying a bag)"),
+        DeclareLaunchArgument("rviz", default_value="false", description="start RViz"),
+        DeclareLaunchArgument("rviz_config",
+                              default_value=PathJoinSubstitution([share, "config", "depth_fusion.rviz"]),
+                              description="RViz configuration"),
+        DeclareLaunchArgument("publish_static_tf", default_value="false",
+                              description="publish base_link -> camera optical frames (no URDF)"),
+        DeclareLaunchArgument("base_frame_id", default_value="base_link",
+                              description="parent frame of the static TFs"),
+    ]
+    for arg, topic in INPUT_REMAPS.items():
+        args.append(DeclareLaunchArgument(arg, default_value=topic,
+                                          description=f"topic remapped onto the node's {topic}"))
+    args += _static_tf_arguments("thermal") + _static_tf_arguments("rgb")
+    rviz = Node(package="rviz2", executable="rviz2", name="rviz2", output="screen",
+                arguments=["-d", LaunchConfiguration("rviz_config")],
+                parameters=[{"use_sim_time": LaunchConfiguration("use_sim_time")}],
+                condition=IfCondition(LaunchConfiguration("rviz")))
+    return LaunchDescription(args + [
+        OpaqueFunction(function=_depth_fusion_node),
+        _static_tf_node("thermal"),
+        _static_tf_node("rgb"),
+        rviz,
+    ])

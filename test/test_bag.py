@@ -1,0 +1,328 @@
+"""ms2_to_bag and depth_fusion_bag_player on a generated MS2-format sequence, read back with rosbags.
+
+The last test is the replay path end to end, all real processes over DDS: the player publishes
+the bag into depth_fusion_node (tiny ONNX model) and depth_fusion_evaluator.
+"""
+from __future__ import annotations
+
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import rclpy
+import yaml
+from rclpy.executors import SingleThreadedExecutor
+from rosbags.rosbag2 import Reader
+from test_evaluator import ros_env, script_cmd
+
+from depth_fusion_ros import ms2
+from depth_fusion_ros.bag import ros_types as rt
+from depth_fusion_ros.bag.ms2_to_bag import OPTICAL_FRAMES, ConvertConfig, convert, main
+
+REPO = Path(__file__).resolve().parents[1]
+N_FRAMES = 3
+IMAGE_TOPICS = {"/thermal/image_raw": ("mono16", 640, 256), "/rgb/image_raw": ("rgb8", 1224, 384),
+                "/gt/thermal/depth": ("32FC1", 640, 256), "/gt/rgb/depth": ("32FC1", 1224, 384)}
+
+
+@pytest.fixture(scope="session")
+def ms2_seq(tmp_path_factory) -> tuple[Path, str]:
+    """A generated MS2-format dataset (1 sequence, N_FRAMES frames): (root, sequence)."""
+    root = tmp_path_factory.mktemp("ms2")
+    subprocess.run([sys.executable, "-m", "training.synthetic", "--out", str(root),
+                    "--sequences", "1", "--frames", str(N_FRAMES), "--seed", "0"],
+                   check=True, cwd=REPO, env=ros_env(), capture_output=True, timeout=120)
+    (seq,) = sorted(p.name for p in (root / "sync_data").iterdir())
+    return root, seq
+
+
+@pytest.fixture(scope="session")
+def mcap_bag(ms2_seq, tmp_path_factory) -> Path:
+    root, seq = ms2_seq
+    out = tmp_path_factory.mktemp("bags") / "seq.bag"
+    convert(ConvertConfig(ms2_root=root, sequence=seq, out=out, storage="mcap", progress=False))
+    return out
+
+
+def _expected_stamps(root: Path, seq: str, view: str) -> np.ndarray:
+    stamps = ms2.read_timestamps(root, seq, view)
+    if stamps is None:
+        return np.arange(N_FRAMES, dtype=np.int64) * 66_666_667
+    return np.asarray(stamps[:N_FRAMES], dtype=np.int64)
+
+
+def _read_all(bag: Path) -> dict[str, list]:
+    out = {}
+    with Reader(bag) as reader:
+        for conn, stamp_ns, raw in reader.messages():
+            msg = rt.TYPESTORE.deserialize_cdr(raw, conn.msgtype)
+            out.setdefault(conn.topic, []).append((stamp_ns, msg))
+    return out
+
+
+def _pixels(msg) -> np.ndarray:
+    dtype = {"mono16": "<u2", "rgb8": "u1", "32FC1": "<f4"}[msg.encoding]
+    shape = (msg.height, msg.width, 3) if msg.encoding == "rgb8" else (msg.height, msg.width)
+    return np.frombuffer(msg.data.tobytes(), dtype=dtype).reshape(shape)
+
+
+def _pose(transform) -> np.ndarray:
+    q = transform.rotation
+    x, y, z, w = q.x, q.y, q.z, q.w
+    pose = np.eye(4)
+    pose[:3, :3] = [[1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)],
+                    [2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)],
+                    [2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)]]
+    pose[:3, 3] = [transform.translation.x, transform.translation.y, transform.translation.z]
+    return pose
+
+
+@pytest.mark.parametrize("storage", ["mcap", "sqlite3"])
+def test_convert_and_read_back(ms2_seq, mcap_bag, tmp_path, storage):
+    root, seq = ms2_seq
+    bag = mcap_bag
+    if storage == "sqlite3":
+        bag = tmp_path / "seq_sqlite.bag"
+        assert main(["--ms2-root", str(root), "--sequence", seq, "--out", str(bag),
+                     "--storage", "sqlite3", "--quiet"]) == 0
+    meta = yaml.safe_load((bag / "metadata.yaml").read_text())["rosbag2_bagfile_information"]
+    assert meta["storage_identifier"] == storage and meta["version"] == 9
+    qos = {t["topic_metadata"]["name"]: t["topic_metadata"]["offered_qos_profiles"]
+           for t in meta["topics_with_message_count"]}
+    assert qos["/tf_static"][0]["durability"] == "transient_local"  # replayed latched
+    msgs = _read_all(bag)
+    assert set(msgs) == {"/tf_static", "/thermal/camera_info", "/rgb/camera_info", *IMAGE_TOPICS}
+    assert len(msgs["/tf_static"]) == 1
+    calib = ms2.load_calib(root, seq)
+    frames = ms2.list_frames(root, seq)
+    for topic, (encoding, width, height) in IMAGE_TOPICS.items():
+        view = topic.split("/")[-2] if topic.startswith("/gt") else topic.split("/")[1]
+        ms2_view = {"thermal": "thr", "rgb": "rgb"}[view]
+        assert len(msgs[topic]) == N_FRAMES
+        stamps = _expected_stamps(root, seq, ms2_view)
+        for i, (stamp_ns, msg) in enumerate(msgs[topic]):
+            header_ns = msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec
+            assert stamp_ns == header_ns == stamps[i]
+            assert msg.header.frame_id == OPTICAL_FRAMES[view]
+            assert (msg.encoding, msg.width, msg.height) == (encoding, width, height)
+            pixels = _pixels(msg)
+            if topic.startswith("/gt"):
+                png = cv2.imread(str(ms2.depth_path(root, seq, ms2_view, frames[i])),
+                                 cv2.IMREAD_UNCHANGED)
+                assert np.array_equal(np.isnan(pixels), png == 0)
+                np.testing.assert_array_equal(pixels[png > 0], png[png > 0] / np.float32(256))
+            elif view == "thermal":
+                np.testing.assert_array_equal(pixels, ms2.read_thermal(root, seq, frames[i]))
+            else:
+                np.testing.assert_array_equal(pixels, ms2.read_rgb(root, seq, frames[i]))
+        infos = msgs[f"/{view}/camera_info"]
+        assert [s for s, _ in infos] == [s for s, _ in msgs[topic]]
+        info = infos[0][1]
+        k = calib[f"K_{ms2_view}L"]
+        np.testing.assert_allclose(info.k.reshape(3, 3), k)
+        np.testing.assert_allclose(info.p.reshape(3, 4), np.hstack([k, np.zeros((3, 1))]))
+        assert (info.width, info.height, info.distortion_model) == (width, height, "plumb_bob")
+        assert np.array_equal(info.d, np.zeros(5))
+    (tf_stamp, tf_msg), = msgs["/tf_static"]
+    poses = {t.child_frame_id: _pose(t.transform) for t in tf_msg.transforms}
+    assert {t.header.frame_id for t in tf_msg.transforms} == {"base_link"}
+    assert set(poses) == {"thermal_optical_frame", "rgb_optical_frame"}
+    # Independent of the converter's maths: thermal -> RGB straight from calib.npy (mm -> m).
+    def nir2(cam):
+        m = np.eye(4)
+        m[:3, :3], m[:3, 3] = calib[f"R_nir2{cam}"], calib[f"T_nir2{cam}"] / 1000.0
+        return m
+    thr2rgb = nir2("rgb") @ np.linalg.inv(nir2("thr"))
+    np.testing.assert_allclose(np.linalg.inv(poses["rgb_optical_frame"])
+                               @ poses["thermal_optical_frame"], thr2rgb, atol=1e-9)
+    # base_link is x forward: each camera's optical z axis points roughly along it.
+    for pose in poses.values():
+        assert pose[0, 2] > 0.9
+
+
+def test_refuses_overwrite_without_force(ms2_seq, tmp_path, capsys):
+    root, seq = ms2_seq
+    out = tmp_path / "exists.bag"
+    out.mkdir()
+    (out / "keep.txt").write_text("mine")
+    args = ["--ms2-root", str(root), "--sequence", seq, "--out", str(out), "--quiet",
+            "--max-frames", "1", "--no-gt"]
+    assert main(args) == 2
+    assert str(out) in capsys.readouterr().err and (out / "keep.txt").exists()
+    assert main(args + ["--force"]) == 0
+    assert not (out / "keep.txt").exists()
+    meta = yaml.safe_load((out / "metadata.yaml").read_text())["rosbag2_bagfile_information"]
+    assert meta["message_count"] == 1 + 4  # tf_static + 2 images + 2 camera infos, no GT
+    assert main(["--ms2-root", str(tmp_path / "nowhere"), "--sequence", seq, "--out",
+                 str(tmp_path / "x.bag")]) == 2
+    assert str(tmp_path / "nowhere") in capsys.readouterr().err
+
+
+def test_bad_frame_leaves_no_bag(ms2_seq, tmp_path):
+    root, seq = ms2_seq
+    broken = tmp_path / "ms2"
+    shutil.copytree(root, broken)
+    bad = ms2.image_path(broken, seq, "rgb", ms2.list_frames(broken, seq)[1])
+    bad.write_bytes(bad.read_bytes()[:100])  # truncated PNG mid-sequence
+    out = tmp_path / "out.bag"
+    with pytest.raises(ms2.MS2FormatError, match=str(bad)):
+        convert(ConvertConfig(ms2_root=broken, sequence=seq, out=out, progress=False))
+    assert not out.exists()
+    assert list(tmp_path.iterdir()) == [broken]  # partial folder removed too
+
+
+def test_sigterm_mid_conversion_leaves_no_bag(ms2_seq, tmp_path):
+    root, seq = ms2_seq
+    out = tmp_path / "out.bag"
+    slow = ("import sys, time; from depth_fusion_ros import ms2; read = ms2.read_rgb\n"
+            "def slow(*a, **k):\n    time.sleep(0.5)\n    return read(*a, **k)\n"
+            "ms2.read_rgb = slow\nfrom depth_fusion_ros.bag.ms2_to_bag import main\n"
+            "sys.exit(main(sys.argv[1:]))")
+    proc = subprocess.Popen([sys.executable, "-c", slow, "--ms2-root", str(root), "--sequence",
+                             seq, "--out", str(out), "--quiet"], env=ros_env(),
+                            stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 20
+    while not list(tmp_path.glob(".out.bag.partial-*/out.bag/*.mcap")):
+        assert time.monotonic() < deadline and proc.poll() is None, "never started writing"
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=20)
+    assert proc.returncode == 130 and "interrupted" in err
+    assert not out.exists() and list(tmp_path.iterdir()) == []
+
+
+def test_player_topics_timing_and_clock(ms2_seq, mcap_bag, tmp_path):
+    """Recorded messages and stamps come out unchanged, only --topics, and /clock = bag time."""
+    from rosgraph_msgs.msg import Clock
+    from sensor_msgs.msg import CameraInfo, Image
+
+    root, seq = ms2_seq
+    context = rclpy.Context()
+    rclpy.init(context=context)
+    node = rclpy.create_node("player_test", context=context)
+    executor = SingleThreadedExecutor(context=context)
+    executor.add_node(node)
+    infos, gts, clocks = [], [], []
+    node.create_subscription(CameraInfo, "/thermal/camera_info", infos.append, 10)
+    node.create_subscription(Image, "/gt/thermal/depth", gts.append, 10)
+    node.create_subscription(Clock, "/clock", clocks.append, 50)
+    try:
+        player = subprocess.Popen(
+            script_cmd("depth_fusion_bag_player", "depth_fusion_ros.bag.player")
+            + [str(mcap_bag), "--topics", "/thermal/camera_info", "/gt/thermal/depth", "--clock",
+               "--rate", "0.5", "--wait-for-subscribers", "1", "--start-delay", "1",
+               "--quiet"],
+            env=ros_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and (player.poll() is None or len(gts) < N_FRAMES):
+            executor.spin_once(timeout_sec=0.05)
+        out = _stop(player)
+    finally:
+        executor.shutdown()
+        node.destroy_node()
+        rclpy.shutdown(context=context)
+    assert player.returncode == 0, out
+    expected = list(_expected_stamps(root, seq, "thr"))
+    assert [m.header.stamp.sec * 1_000_000_000 + m.header.stamp.nanosec for m in infos] == expected
+    np.testing.assert_allclose(infos[0].k.reshape(3, 3), ms2.load_calib(root, seq)["K_thrL"])
+    assert len(gts) == N_FRAMES and gts[0].encoding == "32FC1"
+    clock_ns = [c.clock.sec * 1_000_000_000 + c.clock.nanosec for c in clocks]
+    assert clock_ns and clock_ns == sorted(clock_ns)  # bag time, never backwards
+    assert expected[0] <= clock_ns[0] and clock_ns[-1] <= expected[-1]
+    bad = subprocess.run(script_cmd("depth_fusion_bag_player", "depth_fusion_ros.bag.player")
+                         + [str(tmp_path / "missing.bag")], env=ros_env(), capture_output=True,
+                         text=True, timeout=30)
+    assert bad.returncode == 2 and "missing.bag" in bad.stderr
+
+
+def test_player_into_node_and_evaluator(mcap_bag, tiny_onnx_model, tmp_path):
+    """Player -> depth_fusion_node (tiny ONNX, CPU) + evaluator; depth, clouds and metrics arrive."""
+    from diagnostic_msgs.msg import DiagnosticArray
+    from sensor_msgs.msg import Image, PointCloud2
+
+    params = tmp_path / "node.yaml"
+    params.write_text(yaml.safe_dump({"depth_fusion": {"ros__parameters": {
+        "model_path": str(tiny_onnx_model), "device": "cpu", "backend": "onnxruntime",
+        "input_qos": "reliable", "sync_queue_size": 30, "warmup_iterations": 1}}}))
+    summary = tmp_path / "summary.md"
+    env = ros_env()
+    procs = [subprocess.Popen(script_cmd("depth_fusion_node", "depth_fusion_ros.node")
+                              + ["--ros-args", "--params-file", str(params)], env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True),
+             subprocess.Popen(script_cmd("depth_fusion_evaluator", "depth_fusion_ros.evaluator")
+                              + ["--ros-args", "-p", f"summary_path:={summary}"], env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)]
+    context = rclpy.Context()
+    rclpy.init(context=context)
+    node = rclpy.create_node("bag_replay_test", context=context)
+    executor = SingleThreadedExecutor(context=context)
+    executor.add_node(node)
+    got = {"depth": [], "points": [], "rgb_points": [], "metrics": []}
+    node.create_subscription(Image, "/thermal/depth/image", got["depth"].append, 10)
+    node.create_subscription(PointCloud2, "/thermal/depth/points", got["points"].append, 10)
+    node.create_subscription(PointCloud2, "/rgb/depth/points", got["rgb_points"].append, 10)
+    node.create_subscription(DiagnosticArray, "/depth_fusion_evaluator/metrics",
+                             got["metrics"].append, 10)
+    try:
+        # The node's 4 inputs and the evaluator's 2 GT topics, each waited for; --rate 0.5 gives
+        # the CPU node time per pair.
+        player = subprocess.Popen(
+            script_cmd("depth_fusion_bag_player", "depth_fusion_ros.bag.player")
+            + [str(mcap_bag), "--rate", "0.5", "--clock", "--wait-for-subscribers", "1",
+               "--wait-timeout", "60", "--start-delay", "1", "--quiet", "--topics", *IMAGE_TOPICS,
+               "/thermal/camera_info", "/rgb/camera_info"],
+            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        deadline, finished_at = time.monotonic() + 90, None
+        while time.monotonic() < deadline:
+            executor.spin_once(timeout_sec=0.05)
+            if finished_at is None and player.poll() is not None:
+                finished_at = time.monotonic()
+            outputs_seen = all(got[k] for k in ("depth", "points", "rgb_points"))
+            if finished_at is not None and (outputs_seen and len(got["metrics"]) >= 2
+                                            or time.monotonic() - finished_at > 20):
+                break  # bag done and outputs drained (or given up on)
+        player_out = player.communicate(timeout=10)[0]
+        assert player.returncode == 0, player_out
+    finally:
+        for proc in procs:
+            proc.send_signal(signal.SIGINT)
+        outs = [_stop(proc) for proc in procs]
+        executor.shutdown()
+        node.destroy_node()
+        rclpy.shutdown(context=context)
+    assert got["depth"], f"no depth image; node said:\n{outs[0][-3000:]}\nplayer:{player_out}"
+    depth = got["depth"][0]
+    assert (depth.encoding, depth.header.frame_id) == ("32FC1", "thermal_optical_frame")
+    stamps = {m.header.stamp.sec * 1_000_000_000 + m.header.stamp.nanosec for m in got["depth"]}
+    assert stamps <= set(_read_stamps(mcap_bag, "/thermal/image_raw"))
+    assert got["points"] and got["points"][0].header.frame_id == "thermal_optical_frame"
+    assert [f.name for f in got["points"][0].fields] == ["x", "y", "z", "intensity"]
+    assert got["rgb_points"] and [f.name for f in got["rgb_points"][0].fields][-1] == "rgb"
+    assert len(got["metrics"]) >= 2, f"evaluator said:\n{outs[1][-3000:]}"
+    for msg in got["metrics"]:
+        values = {kv.key: float(kv.value) for kv in msg.status[0].values}
+        assert values["frame/valid_px"] > 100
+        assert 0.0 < values["frame/metric/abs_rel"] < 100.0
+        assert 0.0 <= values["frame/median/d1"] <= 1.0
+    assert "| thermal / metric |" in summary.read_text()
+
+
+def _stop(proc: subprocess.Popen) -> str:
+    """Output of a process after SIGINT (killed if it does not exit within 20 s)."""
+    try:
+        return proc.communicate(timeout=20)[0]
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        return proc.communicate()[0] + "\n[killed: no exit 20 s after SIGINT]"
+
+
+def _read_stamps(bag: Path, topic: str) -> list[int]:
+    with Reader(bag) as reader:
+        conns = [c for c in reader.connections if c.topic == topic]
+        return [stamp for _, stamp, _ in reader.messages(connections=conns)]
