@@ -1,0 +1,251 @@
+"""depth_fusion_node: thermal + RGB in, metric depth images, camera_infos and point clouds out.
+
+Thin rclpy glue (topics and policy: DESIGN.md section 2). Subscriptions run on the executor
+thread and only validate, pair (sync.ApproximateTimeSync) and drop the newest pair into a size-1
+slot; one worker thread runs decode -> preprocess -> inference -> messages (pipeline.DepthPipeline)
+and publishes. The subscriptions therefore keep draining while inference runs and a slow model
+never builds a backlog: waiting pairs are replaced by newer ones and counted as dropped.
+
+Run: depth_fusion_node --ros-args --params-file config/depth_fusion.yaml -p model_path:=m.onnx
+"""
+from __future__ import annotations
+
+import sys
+import threading
+import time
+
+import rclpy
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from rclpy.executors import ExternalShutdownException
+from rclpy.node import Node
+from rclpy.qos import (
+    QoSProfile,
+    ReliabilityPolicy,
+    qos_profile_sensor_data,
+    qos_profile_system_default,
+)
+from sensor_msgs.msg import CameraInfo, Image, PointCloud2
+
+from depth_fusion_ros.diagnostics import NodeStats
+from depth_fusion_ros.params import NodeParams, ParameterError, declare_and_read
+from depth_fusion_ros.pipeline import (
+    RGB_ENCODINGS,
+    THERMAL_ENCODINGS,
+    VIEWS,
+    BadInput,
+    DepthPipeline,
+    PipelineConfig,
+    camera_info_error,
+)
+from depth_fusion_ros.ros_image import ImageDecodeError, image_to_numpy
+from depth_fusion_ros.sync import ApproximateTimeSync, LatestSlot
+
+NODE_NAME = "depth_fusion"
+ENCODINGS = {"thermal": THERMAL_ENCODINGS, "rgb": RGB_ENCODINGS}
+
+
+def qos_profile(name: str) -> QoSProfile:
+    """QoS named by the input_qos/output_qos parameters."""
+    if name == "sensor_data":
+        return qos_profile_sensor_data  # best effort, keep last 5 (REP 2003)
+    if name == "system_default":
+        return qos_profile_system_default
+    reliability = ReliabilityPolicy.RELIABLE if name == "reliable" else ReliabilityPolicy.BEST_EFFORT
+    return QoSProfile(depth=5, reliability=reliability)
+
+
+class DepthFusionNode(Node):
+    """The node; raises ParameterError / ModelMetadataError / ValueError at start-up."""
+
+    def __init__(self, **node_kwargs):
+        super().__init__(NODE_NAME, **node_kwargs)
+        self.params: NodeParams = declare_and_read(self)
+        from depth_fusion_ros.backends import create_backend  # after params: errors name them
+
+        p = self.params
+        self.backend = create_backend(p.model_path, p.backend, p.device)
+        self.views = tuple(v for v in VIEWS if getattr(p, f"publish_{v}"))
+        missing = [v for v in self.views if v not in self.backend.views]
+        if missing:
+            raise ValueError(f"model {p.model_path} outputs {self.backend.views} but "
+                             f"publish_{missing[0]} is true: set it to false or use a fusion model")
+        self.get_logger().info(f"model {p.model_path}: {self.backend.describe()}")
+        warm_ms = self.backend.warmup(p.warmup_iterations)
+        self.get_logger().info(f"warm-up: {p.warmup_iterations} runs, last {warm_ms:.1f} ms")
+        self.pipeline = DepthPipeline(PipelineConfig(
+            views=self.views, network_hw=(self.backend.metadata.height, self.backend.metadata.width),
+            min_depth_m=p.min_depth_m, max_depth_m=p.max_depth_m, output_size=p.output_size,
+            points_stride=p.points_stride))
+        self.stats = NodeStats(VIEWS, p.stale_timeout_s, time.monotonic())
+        self.stats.info.update({"backend": self.backend.name, "device": self.backend.device,
+                                "precision": self.backend.precision,
+                                "model_id": self.backend.metadata.model_id})
+        self.sync = ApproximateTimeSync(p.sync_slop_s, p.sync_queue_size)
+        self.slot = LatestSlot()
+        self._infos: dict[str, CameraInfo | None] = {v: None for v in VIEWS}
+        self._last_warn: dict[tuple[str, str], float] = {}
+        self._make_publishers()
+        self._make_subscriptions()
+        self._stop = threading.Event()
+        self._worker = threading.Thread(target=self._work, name="depth_fusion_worker", daemon=True)
+        self._worker.start()
+        self.create_timer(p.diagnostics_period_s, self._publish_diagnostics)
+
+    # --- wiring -------------------------------------------------------------------------------
+    def _make_publishers(self) -> None:
+        qos = qos_profile(self.params.output_qos)
+        self.pubs = {}
+        for view in self.views:
+            self.pubs[view] = {
+                "image": self.create_publisher(Image, f"{view}/depth/image", qos),
+                "info": self.create_publisher(CameraInfo, f"{view}/depth/camera_info", qos),
+                "points": (self.create_publisher(PointCloud2, f"{view}/depth/points", qos)
+                           if self.params.publish_points else None),
+            }
+        self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+
+    def _make_subscriptions(self) -> None:
+        qos = qos_profile(self.params.input_qos)
+        self.image_topics, self.info_topics = {}, {}
+        for stream, view in enumerate(VIEWS):
+            image_sub = self.create_subscription(
+                Image, f"{view}/image_raw", lambda m, s=stream: self._on_image(s, m), qos)
+            info_sub = self.create_subscription(
+                CameraInfo, f"{view}/camera_info", lambda m, v=view: self._on_info(v, m), qos)
+            self.image_topics[view] = image_sub.topic_name
+            self.info_topics[view] = info_sub.topic_name
+
+    # --- executor thread: validate, pair, hand over ---------------------------------------------
+    def _bad(self, topic: str, reason: str, detail: str) -> None:
+        """Count a dropped message and warn, throttled per (topic, reason)."""
+        self.stats.record_bad(topic, reason)
+        now = time.monotonic()
+        key = (topic, reason)
+        if now - self._last_warn.get(key, -1e9) >= self.params.warn_throttle_s:
+            self._last_warn[key] = now
+            self.get_logger().warning(f"dropped message on {topic} ({reason}): {detail}")
+
+    def _on_info(self, view: str, msg: CameraInfo) -> None:
+        problem = camera_info_error(msg)
+        if problem is not None:
+            self._bad(self.info_topics[view], *problem)
+            return
+        self._infos[view] = msg  # latest wins
+
+    def _on_image(self, stream: int, msg: Image) -> None:
+        view = VIEWS[stream]
+        topic = self.image_topics[view]
+        self.stats.record_input(view, time.monotonic())
+        try:
+            image_to_numpy(msg, allowed=ENCODINGS[view])  # validation only (a view, no copy)
+        except ImageDecodeError as err:
+            self._bad(topic, err.reason, str(err))
+            return
+        before = (self.sync.stats.backwards[stream], self.sync.stats.repeated[stream])
+        stamp_ns = msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec
+        pair = self.sync.add(stream, stamp_ns, msg)
+        if self.sync.stats.backwards[stream] > before[0]:
+            self._bad(topic, "stamp_backwards", "stamp older than the previous one "
+                      "(bag loop or clock reset): pairing restarted")
+        elif self.sync.stats.repeated[stream] > before[1]:
+            self._bad(topic, "stamp_repeated", "same stamp as the previous message")
+        if pair is None:
+            return
+        for view_ in self.views:
+            if self._infos[view_] is None:
+                self._bad(self.info_topics[view_], "no_camera_info",
+                          "no valid camera_info yet: the pair is dropped; publish camera_info")
+                return
+        self.slot.put((pair[0], pair[1], self._infos["thermal"], self._infos["rgb"]))
+
+    # --- worker thread: inference and publishing -------------------------------------------------
+    def _work(self) -> None:
+        period_s = 1.0 / self.params.max_rate_hz if self.params.max_rate_hz > 0 else 0.0
+        next_s = 0.0
+        while not self._stop.is_set():
+            if period_s and self._stop.wait(max(0.0, next_s - time.monotonic())):
+                return
+            item = self.slot.take(timeout_s=0.1)
+            if item is None:
+                continue
+            next_s = time.monotonic() + period_s
+            try:
+                self._process(*item)
+            except BadInput as err:
+                topic = (self.image_topics if err.source == "image" else self.info_topics)[err.view]
+                self._bad(topic, err.reason, str(err))
+            except Exception as err:  # noqa: BLE001 - the node must survive any single pair
+                self.stats.count("processing_errors")
+                self.get_logger().error(f"processing a pair failed: {err!r}",
+                                        throttle_duration_sec=self.params.warn_throttle_s)
+
+    def _process(self, thermal: Image, rgb: Image, thermal_info, rgb_info) -> None:
+        t0 = time.perf_counter()
+        prepared = self.pipeline.prepare(thermal, rgb, thermal_info, rgb_info)
+        t1 = time.perf_counter()
+        depths = self.backend.infer(prepared.thermal_input, prepared.rgb_input)
+        t2 = time.perf_counter()
+        clouds = {v: self.pubs[v]["points"] is not None
+                  and self.pubs[v]["points"].get_subscription_count() > 0 for v in self.views}
+        outputs = self.pipeline.postprocess(prepared, depths, clouds)
+        t3 = time.perf_counter()
+        for view, out in outputs.items():
+            self.pubs[view]["image"].publish(out.image)
+            self.pubs[view]["info"].publish(out.info)
+            if out.cloud is not None:
+                self.pubs[view]["points"].publish(out.cloud)
+        t4 = time.perf_counter()
+        for stage, start, end in (("preprocess", t0, t1), ("inference", t1, t2),
+                                  ("postprocess", t2, t3), ("publish", t3, t4)):
+            self.stats.record_stage(stage, (end - start) * 1e3)
+        stamp = thermal.header.stamp
+        now_ns = self.get_clock().now().nanoseconds
+        self.stats.record_latency((now_ns - (stamp.sec * 10**9 + stamp.nanosec)) / 1e6)
+        self.stats.count("pairs_processed")
+
+    # --- diagnostics and shutdown ---------------------------------------------------------------
+    def _publish_diagnostics(self) -> None:
+        sync = self.sync.stats
+        for name, value in (("pairs_matched", sync.pairs), ("sync_resets", sync.resets),
+                            ("unmatched_thermal", sync.unmatched[0]),
+                            ("unmatched_rgb", sync.unmatched[1]),
+                            ("pairs_dropped", self.slot.replaced)):
+            self.stats.set_count(name, value)
+        snap = self.stats.snapshot(time.monotonic())
+        status = DiagnosticStatus(
+            level=bytes([snap.level]), name=f"{self.get_fully_qualified_name()}: depth fusion",
+            message=snap.message, hardware_id=self.backend.metadata.model_id,
+            values=[KeyValue(key=k, value=v) for k, v in snap.values.items()])
+        array = DiagnosticArray(status=[status])
+        array.header.stamp = self.get_clock().now().to_msg()
+        self.diag_pub.publish(array)
+
+    def stop(self) -> None:
+        """Stops the worker thread (after the pair in flight)."""
+        self._stop.set()
+        self._worker.join(timeout=10.0)
+
+
+def main(args: list[str] | None = None) -> None:
+    """Console-script entry point; exits 2 on bad parameters or an unusable model."""
+    from depth_fusion_ros.metadata import ModelMetadataError
+
+    rclpy.init(args=args)
+    try:
+        node = DepthFusionNode()
+    except (ParameterError, ModelMetadataError, ValueError, OSError) as err:
+        rclpy.logging.get_logger(NODE_NAME).fatal(f"cannot start: {err}")
+        rclpy.try_shutdown()
+        sys.exit(2)
+    try:
+        rclpy.spin(node)
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    finally:
+        node.stop()
+        node.destroy_node()
+        rclpy.try_shutdown()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,93 @@
+"""Intrinsics scaling, cached rays and packed clouds against hand-computed pinhole points."""
+from __future__ import annotations
+
+import numpy as np
+from sensor_msgs.msg import PointField
+
+from depth_fusion_ros.clouds import (
+    cloud_to_numpy,
+    empty_cloud,
+    make_cloud,
+    pack_rgb,
+    xyz_intensity_points,
+    xyz_rgb_points,
+)
+from depth_fusion_ros.geometry import (
+    RayCache,
+    compute_rays,
+    depth_to_xyz,
+    intrinsics_error,
+    mask_depth_range,
+    scale_intrinsics,
+)
+
+K = np.array([[100.0, 0.0, 2.0], [0.0, 50.0, 1.0], [0.0, 0.0, 1.0]])
+
+
+def test_known_depth_gives_hand_computed_points():
+    depth = np.array([[2.0, 4.0, 1.0, 8.0], [2.0, 2.0, 2.0, 2.0], [10.0, 1.0, 1.0, 1.0]],
+                     np.float32)  # [3, 4]
+    xyz = depth_to_xyz(depth, compute_rays(K, 4, 3), stride=1)
+    # pixel (u=0, v=0), z=2: x = (0-2)/100*2 = -0.04, y = (0-1)/50*2 = -0.04
+    np.testing.assert_allclose(xyz[0, 0], [-0.04, -0.04, 2.0], rtol=1e-6)
+    # pixel (u=3, v=0), z=8: x = (3-2)/100*8 = 0.08, y = -1/50*8 = -0.16
+    np.testing.assert_allclose(xyz[0, 3], [0.08, -0.16, 8.0], rtol=1e-6)
+    # principal point (u=2, v=1) lies on the optical axis
+    np.testing.assert_allclose(xyz[1, 2], [0.0, 0.0, 2.0], atol=1e-7)
+    # pixel (u=0, v=2), z=10: x = -0.2, y = (2-1)/50*10 = 0.2
+    np.testing.assert_allclose(xyz[2, 0], [-0.2, 0.2, 10.0], rtol=1e-6)
+    strided = depth_to_xyz(depth, compute_rays(K, 4, 3, stride=2), stride=2)  # [2, 2, 3]
+    assert strided.shape == (2, 2, 3)
+    np.testing.assert_allclose(strided[1, 1], xyz[2, 2], rtol=1e-6)
+
+
+def test_scale_intrinsics_for_aspect_change():
+    k_rgb = np.array([[800.0, 0, 612.0], [0, 790.0, 192.0], [0, 0, 1]])
+    scaled = scale_intrinsics(k_rgb, (1224, 384), (640, 256))
+    np.testing.assert_allclose(scaled[0], [800 * 640 / 1224, 0, 612 * 640 / 1224])
+    np.testing.assert_allclose(scaled[1], [0, 790 * 256 / 384, 192 * 256 / 384])
+    np.testing.assert_allclose(scaled[2], [0, 0, 1])
+    p = np.hstack([k_rgb, [[-80.0], [0], [0]]])  # a stereo P: Tx = -fx * baseline scales with fx
+    np.testing.assert_allclose(scale_intrinsics(p, (1224, 384), (640, 256))[0, 3], -80 * 640 / 1224)
+
+
+def test_intrinsics_validation_and_range_mask():
+    assert "all zero" in intrinsics_error(np.zeros(9))
+    assert intrinsics_error(K) is None
+    assert "must be > 0" in intrinsics_error(np.diag([0.0, 1.0, 1.0]))
+    depth = np.array([0.05, 1.0, 80.0, 81.0, np.inf], np.float32)
+    mask_depth_range(depth, 0.1, 80.0)
+    assert np.isnan(depth[[0, 3, 4]]).all() and list(depth[1:3]) == [1.0, 80.0]
+
+
+def test_ray_cache_recomputes_only_on_change():
+    cache = RayCache()
+    first = cache.get("thermal", K, 4, 3, 1)
+    assert cache.get("thermal", K.copy(), 4, 3, 1) is first and cache.computations == 1
+    cache.get("thermal", K * 2, 4, 3, 1)
+    cache.get("thermal", K * 2, 4, 3, 2)
+    assert cache.computations == 3
+
+
+def test_cloud_layout_and_rgb_packing():
+    depth = np.full((3, 4), 2.0, np.float32)
+    depth[0, 0] = np.nan
+    rays = compute_rays(K, 4, 3)
+    intensity = np.linspace(0, 1, 12, dtype=np.float32).reshape(3, 4)
+    msg = make_cloud(xyz_intensity_points(depth, rays, 1, intensity), "intensity")
+    assert [f.name for f in msg.fields] == ["x", "y", "z", "intensity"]
+    assert [f.offset for f in msg.fields] == [0, 4, 8, 12]
+    assert all(f.datatype == PointField.FLOAT32 and f.count == 1 for f in msg.fields)
+    assert (msg.height, msg.width, msg.point_step, msg.row_step) == (3, 4, 16, 64)
+    assert msg.is_dense is False and len(msg.data) == 3 * 64
+    points = cloud_to_numpy(msg)
+    assert np.isnan(points[0, 0, :3]).all()
+    np.testing.assert_allclose(points[1, 2], [0.0, 0.0, 2.0, intensity[1, 2]], atol=1e-7)
+
+    rgb = np.zeros((3, 4, 3), np.uint8)
+    rgb[..., 0], rgb[..., 1], rgb[..., 2] = 0x12, 0x34, 0x56
+    assert pack_rgb(rgb).view(np.uint32)[0, 0] == 0x00123456
+    cloud, view = empty_cloud(3, 4, "rgb")
+    xyz_rgb_points(depth, rays, 1, rgb, out=view)
+    packed = cloud_to_numpy(cloud)[..., 3].copy().view(np.uint32)
+    assert (packed == 0x00123456).all() and cloud.fields[3].name == "rgb"

@@ -1,0 +1,345 @@
+"""depth_fusion_node end to end over real DDS: outputs, bad input, and no backlog.
+
+The node runs as its installed console script with a --params-file and the real tiny ONNX model
+(the `tiny_onnx_model` fixture); this process publishes thermal (mono16 640x256), RGB (rgb8
+1224x384) and camera_infos and checks what comes back. Every test uses its own namespace.
+"""
+from __future__ import annotations
+
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rclpy
+from diagnostic_msgs.msg import DiagnosticArray
+from rclpy.executors import SingleThreadedExecutor
+from rclpy.qos import QoSProfile, ReliabilityPolicy
+from sensor_msgs.msg import CameraInfo, Image, PointCloud2
+
+from depth_fusion_ros.clouds import cloud_to_numpy
+from depth_fusion_ros.ros_image import numpy_to_image
+
+VIEWS = ("thermal", "rgb")
+RELIABLE = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
+K_THERMAL = [400.0, 0.0, 320.0, 0.0, 400.0, 128.0, 0.0, 0.0, 1.0]
+K_RGB = [800.0, 0.0, 612.0, 0.0, 790.0, 192.0, 0.0, 0.0, 1.0]
+
+
+def _node_command() -> list[str]:
+    script = Path(sys.executable).parent / "depth_fusion_node"
+    if script.exists():
+        return [str(script)]
+    return [sys.executable, "-m", "depth_fusion_ros.node"]  # fallback: install not refreshed
+
+
+def _yaml(value) -> str:
+    if isinstance(value, bool):
+        return str(value).lower()
+    return f'"{value}"' if isinstance(value, str) else str(value)
+
+
+def _camera_info(k: list[float], width: int, height: int, frame_id: str) -> CameraInfo:
+    info = CameraInfo(width=width, height=height, k=k, distortion_model="plumb_bob", d=[0.0] * 5)
+    info.p = [k[0], 0.0, k[2], 0.0, 0.0, k[4], k[5], 0.0, 0.0, 0.0, 1.0, 0.0]
+    info.r = [1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0]
+    info.header.frame_id = frame_id
+    return info
+
+
+class Harness:
+    """The node process plus a test-side rclpy node publishing inputs and collecting outputs."""
+
+    def __init__(self, model: Path, tmp_path: Path, namespace: str, **params):
+        self.ns = namespace
+        values = {"model_path": str(model), "device": "cpu", "warmup_iterations": 1,
+                  "output_qos": "reliable", **params}
+        yaml_path = tmp_path / f"{namespace}.yaml"
+        lines = ["/**:", "  ros__parameters:"]
+        lines += [f"    {key}: {_yaml(value)}" for key, value in values.items()]
+        yaml_path.write_text("\n".join(lines) + "\n")
+        self.log_path = tmp_path / f"{namespace}.log"
+        self.log = open(self.log_path, "w")  # noqa: SIM115 - closed in close()
+        self.proc = subprocess.Popen(
+            _node_command() + ["--ros-args", "--params-file", str(yaml_path),
+                               "-r", f"__ns:=/{namespace}"],
+            stdout=self.log, stderr=subprocess.STDOUT)
+        self.context = rclpy.Context()
+        rclpy.init(context=self.context)
+        self.node = rclpy.create_node(f"tester_{namespace}", namespace=namespace,
+                                      context=self.context)
+        self.executor = SingleThreadedExecutor(context=self.context)
+        self.executor.add_node(self.node)
+        self.pub = {f"{v}/{t}": self.node.create_publisher(
+            Image if t == "image_raw" else CameraInfo, f"{v}/{t}", RELIABLE)
+            for v in VIEWS for t in ("image_raw", "camera_info")}
+        self.received: dict[str, list] = {}
+        for view in VIEWS:
+            for topic, kind in (("image", Image), ("camera_info", CameraInfo),
+                                ("points", PointCloud2)):
+                self._collect(f"{view}/depth/{topic}", kind)
+        self.diagnostics: list = []
+        self.node.create_subscription(DiagnosticArray, "/diagnostics", self._on_diag, RELIABLE)
+        rng = np.random.default_rng(0)
+        self.thermal = numpy_to_image(rng.integers(3000, 6000, (256, 640), dtype=np.uint16),
+                                      "mono16")
+        self.rgb = numpy_to_image(rng.integers(0, 256, (384, 1224, 3), dtype=np.uint8), "rgb8")
+        self.thermal.header.frame_id, self.rgb.header.frame_id = "thermal_optical", "rgb_optical"
+        self.infos = {"thermal": _camera_info(K_THERMAL, 640, 256, "thermal_optical"),
+                      "rgb": _camera_info(K_RGB, 1224, 384, "rgb_optical")}
+
+    def _collect(self, topic: str, kind) -> None:
+        self.received[topic] = []
+        self.node.create_subscription(
+            kind, topic, lambda m, t=topic: self.received[t].append((time.time_ns(), m)),
+            RELIABLE)
+
+    def _on_diag(self, msg: DiagnosticArray) -> None:
+        for status in msg.status:
+            if status.name.startswith(f"/{self.ns}/depth_fusion"):
+                self.diagnostics.append(status)
+
+    def spin_until(self, condition, timeout_s: float) -> bool:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if condition():
+                return True
+            assert self.proc.poll() is None, f"node died:\n{self.log_path.read_text()}"
+            self.executor.spin_once(timeout_sec=0.05)
+        return condition()
+
+    def wait_ready(self, timeout_s: float = 90.0) -> None:
+        ready = self.spin_until(lambda: all(
+            p.get_subscription_count() > 0 for p in self.pub.values()) and all(
+            self.node.count_publishers(f"/{self.ns}/{v}/depth/image") > 0 for v in VIEWS),
+            timeout_s)
+        assert ready, f"node not up after {timeout_s} s:\n{self.log_path.read_text()}"
+        self.spin_until(lambda: False, 0.5)  # let the reverse discovery settle
+
+    def publish_infos(self) -> None:
+        for view in VIEWS:
+            self.pub[f"{view}/camera_info"].publish(self.infos[view])
+
+    def publish_pair(self, stamp_ns: int) -> None:
+        for msg, view in ((self.thermal, "thermal"), (self.rgb, "rgb")):
+            msg.header.stamp.sec, msg.header.stamp.nanosec = divmod(stamp_ns, 1_000_000_000)
+            self.pub[f"{view}/image_raw"].publish(msg)
+
+    def diag_values(self) -> dict[str, str]:
+        return {kv.key: kv.value for kv in self.diagnostics[-1].values}
+
+    def close(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        self.log.close()
+        self.node.destroy_node()
+        rclpy.shutdown(context=self.context)
+
+
+@pytest.fixture
+def harness_factory(tiny_onnx_model, tmp_path):
+    made = []
+
+    def make(namespace: str, **params) -> Harness:
+        made.append(Harness(tiny_onnx_model, tmp_path, namespace, **params))
+        return made[-1]
+
+    yield make
+    for harness in made:
+        harness.close()
+
+
+def _stamp_ns(header) -> int:
+    return header.stamp.sec * 1_000_000_000 + header.stamp.nanosec
+
+
+def test_outputs_for_both_views(harness_factory):
+    h = harness_factory("outputs", points_stride=1, max_depth_m=80.0)
+    h.wait_ready()
+    stamps = []
+
+    def complete() -> bool:  # per view: an image and a cloud of the same pair, and an info
+        return all(h.received[f"{v}/depth/camera_info"] and {
+            _stamp_ns(m.header) for _, m in h.received[f"{v}/depth/image"]} & {
+            _stamp_ns(m.header) for _, m in h.received[f"{v}/depth/points"]} for v in VIEWS)
+
+    def got_all() -> bool:
+        if not complete():
+            stamps.append(time.time_ns())
+            h.publish_infos()
+            h.publish_pair(stamps[-1])
+            h.spin_until(lambda: False, 0.3)
+        return complete()
+
+    assert h.spin_until(got_all, 60.0), {k: len(v) for k, v in h.received.items()}
+    for view, (width, height, frame) in {"thermal": (640, 256, "thermal_optical"),
+                                         "rgb": (640, 256, "rgb_optical")}.items():
+        cloud_stamps = {_stamp_ns(m.header) for _, m in h.received[f"{view}/depth/points"]}
+        image = next(m for _, m in h.received[f"{view}/depth/image"]
+                     if _stamp_ns(m.header) in cloud_stamps)
+        assert (image.encoding, image.width, image.height, image.step) == ("32FC1", 640, 256, 2560)
+        assert image.header.frame_id == frame and _stamp_ns(image.header) in stamps
+        depth = image_to_numpy_nan(image)
+        assert np.isfinite(depth).all()  # random input: the untrained net stays inside the range
+        assert 0.1 <= depth.min() and depth.max() <= 80.0
+        info = h.received[f"{view}/depth/camera_info"][-1][1]
+        assert (info.width, info.height, info.header.frame_id) == (width, height, frame)
+        cloud = next(m for _, m in h.received[f"{view}/depth/points"]
+                     if _stamp_ns(m.header) == _stamp_ns(image.header))
+        assert [f.name for f in cloud.fields] == ["x", "y", "z",
+                                                 "intensity" if view == "thermal" else "rgb"]
+        assert [f.offset for f in cloud.fields] == [0, 4, 8, 12]
+        assert (cloud.height, cloud.width, cloud.point_step, cloud.row_step) == (256, 640, 16,
+                                                                               16 * 640)
+        assert cloud.is_dense is False and cloud.header.frame_id == frame
+        points = cloud_to_numpy(cloud)
+        np.testing.assert_array_equal(points[..., 2], depth)  # z is the published depth
+        k = np.asarray(info.k).reshape(3, 3)
+        # pixel (u=100, v=50): x = (u - cx) / fx * z with the *published* intrinsics
+        np.testing.assert_allclose(points[50, 100, 0], (100 - k[0, 2]) / k[0, 0] * depth[50, 100],
+                                   rtol=1e-5)
+    rgb_k = np.asarray(h.received["rgb/depth/camera_info"][-1][1].k)
+    np.testing.assert_allclose(rgb_k[[0, 2, 4, 5]], [800 * 640 / 1224, 612 * 640 / 1224,
+                                                     790 * 256 / 384, 192 * 256 / 384])
+    np.testing.assert_allclose(np.asarray(h.received["thermal/depth/camera_info"][-1][1].k),
+                               K_THERMAL)
+
+
+def image_to_numpy_nan(image: Image) -> np.ndarray:
+    """32FC1 depth that may contain NaN (image_to_numpy rejects non-finite input images)."""
+    return np.frombuffer(image.data, np.float32).reshape(image.height, image.width)
+
+
+def test_backlog_stays_bounded_and_drops_are_counted(harness_factory):
+    # max_rate_hz caps processing at 5 pairs/s (a real parameter, used here so the node is
+    # certainly slower than the 30 Hz input however fast the tiny model runs on this machine).
+    h = harness_factory("backlog", max_rate_hz=5.0, publish_points=False, input_qos="reliable")
+    h.wait_ready()
+    h.publish_infos()
+    h.spin_until(lambda: False, 0.2)
+    sent = 0
+    start = time.monotonic()
+    while time.monotonic() - start < 4.0:  # 30 Hz for 4 s
+        h.publish_pair(time.time_ns())
+        sent += 1
+        h.spin_until(lambda: False, 1.0 / 30.0)
+    stop_ns = time.time_ns()
+    h.spin_until(lambda: False, 4.0)
+    outputs = h.received["thermal/depth/image"]
+    latencies_s = [(t - _stamp_ns(m.header)) / 1e9 for t, m in outputs]
+    assert 2 <= len(outputs) < sent / 2, (len(outputs), sent)
+    assert h.spin_until(lambda: h.diagnostics and int(h.diag_values().get(
+        "pairs_dropped", 0)) > 0, 3.0)
+    values = h.diag_values()
+    step_s = max(sum(float(values[f"{s}_ms"]) for s in ("preprocess", "inference",
+                                                      "postprocess", "publish")) / 1e3, 0.2)
+    # Without a backlog a pair waits at most one processing step, then is processed; with one,
+    # latency would grow by ~0.8 s per second of input here. The median (not the max) because
+    # receive times on this shared machine include the test's own stalls in reliable publish.
+    assert statistics.median(latencies_s) < 2 * step_s + 1.0, (latencies_s, step_s)
+    # The last output is one of the newest pairs, not an old one still being worked off.
+    newest_output_ns = max(_stamp_ns(m.header) for _, m in outputs)
+    assert (stop_ns - newest_output_ns) / 1e9 < 2 * step_s + 0.5
+    matched, dropped = int(values["pairs_matched"]), int(values["pairs_dropped"])
+    processed = int(values["pairs_processed"])
+    assert matched >= 10 and processed == len(outputs)
+    # every matched pair was processed or replaced by a newer one (at most one still waiting)
+    assert processed + dropped <= matched <= processed + dropped + 1, values
+
+
+def test_bad_input_is_dropped_counted_and_survived(harness_factory):
+    h = harness_factory("bad", input_qos="reliable", publish_points=False)
+    h.wait_ready()
+    t0 = time.time_ns()
+    h.publish_pair(t0)  # 1: a valid pair before any camera_info
+    nan_image = numpy_to_image(np.full((256, 640), np.nan, np.float32), "32FC1")
+    zero_k = _camera_info([0.0] * 9, 1224, 384, "rgb_optical")
+    bad = [
+        ("thermal/image_raw", numpy_to_image(np.zeros((4, 4, 3), np.uint8), "bgr8")),
+        ("rgb/image_raw", Image(height=384, width=1224, encoding="rgb8", step=3672,
+                                data=bytes(3672 * 383))),
+        ("thermal/image_raw", Image(height=0, width=0, encoding="mono16", step=0)),
+        ("thermal/image_raw", nan_image),
+        ("rgb/camera_info", zero_k),
+    ]
+    for topic, msg in bad:
+        msg.header.stamp.sec = t0 // 1_000_000_000 + 1
+        h.pub[topic].publish(msg)
+        h.spin_until(lambda: False, 0.05)
+    h.thermal.header.stamp.sec = t0 // 1_000_000_000 - 1  # 7: stamp going backwards
+    h.pub["thermal/image_raw"].publish(h.thermal)
+    h.spin_until(lambda: False, 0.5)
+    h.publish_infos()
+    h.spin_until(lambda: False, 0.5)  # infos land before the next pair
+
+    def outputs() -> bool:
+        if not h.received["thermal/depth/image"]:
+            h.publish_pair(time.time_ns())
+            h.spin_until(lambda: False, 0.5)
+        return bool(h.received["thermal/depth/image"]) and bool(h.received["rgb/depth/image"])
+
+    assert h.spin_until(outputs, 60.0), h.log_path.read_text()
+    seen_at = time.monotonic()
+    assert h.spin_until(lambda: h.diagnostics and h.diagnostics[-1] and time.monotonic()
+                        - seen_at > 1.5, 5.0)
+    values = h.diag_values()
+    expected = {
+        "bad:/bad/thermal/camera_info:no_camera_info": "1",
+        "bad:/bad/thermal/image_raw:unsupported_encoding": "1",
+        "bad:/bad/rgb/image_raw:bad_data_length": "1",
+        "bad:/bad/thermal/image_raw:zero_size": "1",
+        "bad:/bad/thermal/image_raw:non_finite": "1",
+        "bad:/bad/rgb/camera_info:zero_K": "1",
+        "bad:/bad/thermal/image_raw:stamp_backwards": "1",
+        "bad_messages": "7",
+        "sync_resets": "1",
+    }
+    assert {k: values.get(k) for k in expected} == expected, values
+    assert h.proc.poll() is None
+    log = h.log_path.read_text()
+    assert "dropped message on /bad/rgb/image_raw (bad_data_length)" in log
+
+
+def test_startup_fails_cleanly_on_missing_model_and_bad_parameter(tmp_path):
+    env_cmd = _node_command() + ["--ros-args", "-p", f"model_path:={tmp_path}/none.onnx",
+                                 "-p", "device:=cpu"]
+    result = subprocess.run(env_cmd, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2
+    assert "none.onnx does not exist" in result.stderr + result.stdout
+    result = subprocess.run(_node_command() + ["--ros-args", "-p", "model_path:=x.onnx",
+                                               "-p", "output_size:=huge"],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2
+    assert "parameter 'output_size' = 'huge' is not one of" in result.stderr + result.stdout
+
+
+def test_pipeline_camera_output_size_and_bgr_without_ros():
+    from depth_fusion_ros.pipeline import DepthPipeline, PipelineConfig
+
+    rng = np.random.default_rng(1)
+    rgb = rng.integers(0, 256, (384, 1224, 3), dtype=np.uint8)
+    thermal = numpy_to_image(rng.integers(3000, 6000, (256, 640), dtype=np.uint16), "mono16")
+    bgr = numpy_to_image(np.ascontiguousarray(rgb[..., ::-1]), "bgr8")
+    infos = {"thermal": _camera_info(K_THERMAL, 640, 256, "t"),
+             "rgb": _camera_info(K_RGB, 1224, 384, "r")}
+    pipeline = DepthPipeline(PipelineConfig(("thermal", "rgb"), (256, 640), 1.0, 50.0,
+                                            "camera", 2))
+    prepared = pipeline.prepare(thermal, bgr, infos["thermal"], infos["rgb"])
+    assert np.array_equal(prepared.rgb, rgb)  # bgr8 is turned into RGB order
+    depth = np.linspace(0.5, 60.0, 256 * 640, dtype=np.float32).reshape(256, 640)
+    out = pipeline.postprocess(prepared, {"thermal": depth, "rgb": depth}, {"rgb": True})
+    rgb_out = out["rgb"]
+    assert (rgb_out.image.width, rgb_out.image.height) == (1224, 384)
+    np.testing.assert_allclose(rgb_out.info.k, K_RGB)  # camera size: the camera's own K
+    values = image_to_numpy_nan(rgb_out.image)
+    assert np.isnan(values[0, 0]) and np.isnan(values[-1, -1])  # 0.5 m and 60 m: out of range
+    assert np.nanmin(values) >= 1.0 and np.nanmax(values) <= 50.0
+    assert (rgb_out.cloud.height, rgb_out.cloud.width) == (192, 612)  # stride 2
+    assert out["thermal"].cloud is None

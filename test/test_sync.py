@@ -1,0 +1,102 @@
+"""ApproximateTimeSync and LatestSlot: jitter, missing frames, loop-back stamps, bounded queues."""
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+
+from depth_fusion_ros.sync import ApproximateTimeSync, LatestSlot
+
+MS = 1_000_000  # ns
+
+
+def _feed(sync, events):
+    """events: (stream, stamp_ns); returns the emitted pairs as (stamp0, stamp1)."""
+    pairs = []
+    for stream, stamp in events:
+        pair = sync.add(stream, stamp, stamp)
+        if pair is not None:
+            pairs.append(pair)
+    return pairs
+
+
+def test_jittered_streams_pair_one_to_one():
+    rng = np.random.default_rng(0)
+    period = 66 * MS  # 15 fps
+    events = []
+    for i in range(50):
+        base = 1_000 * MS + i * period
+        events.append((0, base + int(rng.integers(-3, 4)) * MS))
+        events.append((1, base + int(rng.integers(-3, 4)) * MS))
+    events.sort(key=lambda e: e[1])
+    sync = ApproximateTimeSync(slop_s=0.01, queue_size=5)
+    pairs = _feed(sync, events)
+    assert len(pairs) >= 49  # the last may wait for a later message
+    assert all(abs(a - b) <= 6 * MS for a, b in pairs)
+    assert sync.stats.pairs == len(pairs)
+    assert sync.stats.unmatched == [0, 0]
+
+
+def test_missing_frames_are_counted_not_mispaired():
+    sync = ApproximateTimeSync(slop_s=0.01, queue_size=5)
+    events = []
+    for i in range(10):
+        events.append((0, i * 100 * MS))
+        if i not in (3, 7):  # RGB frames 3 and 7 lost
+            events.append((1, i * 100 * MS + 2 * MS))
+    pairs = _feed(sync, events)
+    assert [a // (100 * MS) for a, _ in pairs] == [0, 1, 2, 4, 5, 6, 8, 9]
+    assert sync.stats.unmatched == [2, 0]
+
+
+def test_closest_partner_wins_mutually():
+    sync = ApproximateTimeSync(slop_s=0.05, queue_size=5)
+    # thermal at 0 and 33 ms, RGB at 30 ms: RGB's closest is 33 ms, so 0 ms is dropped.
+    pairs = _feed(sync, [(0, 0), (1, 30 * MS), (0, 33 * MS)])
+    assert pairs == []  # RGB might still send a stamp nearer 33 ms: wait for its next message
+    pairs = _feed(sync, [(1, 100 * MS)])
+    assert pairs == [(33 * MS, 30 * MS)]
+    assert sync.stats.unmatched == [1, 0]
+
+
+def test_equal_stamps_pair_without_waiting_for_next_frame():
+    sync = ApproximateTimeSync(slop_s=0.01, queue_size=5)
+    _feed(sync, [(0, 0), (1, 0), (0, 100 * MS), (1, 100 * MS)])
+    # after one gap is known, an exact-stamp pair is emitted as soon as its second half arrives
+    assert sync.add(0, 200 * MS, "t") is None
+    assert sync.add(1, 200 * MS, "r") == ("t", "r")
+
+
+def test_loop_back_resets_and_pairs_again():
+    sync = ApproximateTimeSync(slop_s=0.01, queue_size=5)
+    first = _feed(sync, [(s, i * 100 * MS) for i in range(5) for s in (0, 1)])
+    assert sync.add(0, 0, "old") is None  # bag loop: thermal jumps back to 0
+    assert sync.stats.resets == 1 and sync.stats.backwards == [1, 0]
+    second = _feed(sync, [(s, i * 100 * MS) for i in range(1, 5) for s in (0, 1)])
+    assert len(first) >= 4 and len(second) >= 3
+    assert all(a == b for a, b in second)
+
+
+def test_repeated_stamp_dropped_and_queue_bounded():
+    sync = ApproximateTimeSync(slop_s=0.01, queue_size=3)
+    assert sync.add(0, 5 * MS, 1) is None
+    assert sync.add(0, 5 * MS, 2) is None
+    assert sync.stats.repeated == [1, 0]
+    for i in range(1, 10):  # RGB silent: thermal must not grow without bound
+        sync.add(0, 5 * MS + i * 100 * MS, i)
+    assert sync.pending() == (3, 0)
+    assert sync.stats.overflow == [7, 0]
+
+
+def test_latest_slot_keeps_only_newest():
+    slot = LatestSlot()
+    assert slot.take(timeout_s=0.0) is None
+    assert slot.put(1) is False
+    assert slot.put(2) is True and slot.put(3) is True
+    assert slot.take(0.0) == 3 and slot.replaced == 2
+    got = []
+    consumer = threading.Thread(target=lambda: got.append(slot.take(timeout_s=5.0)))
+    consumer.start()
+    slot.put("late")
+    consumer.join(5.0)
+    assert got == ["late"]
