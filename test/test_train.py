@@ -1,0 +1,164 @@
+"""Training pipeline on tiny generated MS2-format data: config, loss goes down, exact resume,
+atomic checkpoints, non-finite loss stop, evaluation."""
+from __future__ import annotations
+
+import csv
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+
+from training import train
+from training.checkpoint import atomic_torch_save, load_checkpoint
+from training.config import ConfigError, load_config, to_dict
+
+REPO = Path(__file__).resolve().parents[1]
+TINY_YAML = textwrap.dedent("""\
+    model: {variant: tiny, height: 64, width: 128}
+    data: {train_split: train, val_split: val, augment: null, num_workers: 0, val_step: 2}
+    optim: {lr: 2.0e-3, lr_final: 1.0e-4, batch_size: 2, max_steps: 20, amp: "off",
+            channels_last: false}
+    schedule: {val_every: 1000, ckpt_every: 1000, log_every: 1, seed: 0, val_max_frames: 2,
+               viz_frames: 1}
+    """)
+
+
+@pytest.fixture(scope="module")
+def tiny_data(tmp_path_factory) -> Path:
+    """Two generated sequences (1 train, 1 val) of 4 frames each, seed 0."""
+    from training.synthetic.__main__ import main as synth_main
+
+    root = tmp_path_factory.mktemp("synth") / "ms2"
+    assert synth_main(["--out", str(root), "--sequences", "2", "--frames", "4", "--seed", "0"]) == 0
+    return root
+
+
+@pytest.fixture(scope="module")
+def tiny_config(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("cfg") / "tiny.yaml"
+    path.write_text(TINY_YAML)
+    return path
+
+
+def _losses(run_dir: Path) -> dict[int, float]:
+    with open(run_dir / "scalars.csv", newline="") as handle:
+        return {int(r["step"]): float(r["value"]) for r in csv.DictReader(handle)
+                if r["tag"] == "train/loss"}
+
+
+def _train(config: Path, data: Path, out: Path, *extra: str) -> int:
+    torch.set_num_threads(1)  # bitwise-reproducible CPU kernels across the compared runs
+    return train.main(["--config", str(config), "--data-root", str(data), "--out", str(out),
+                       *extra])
+
+
+def test_config_overrides_and_unknown_keys(tiny_config, tmp_path):
+    cfg = load_config(tiny_config, ["optim.lr=1e-4", "optim.betas=[0.8, 0.99]", "model.width=256"])
+    assert cfg.optim.lr == 1e-4 and cfg.optim.betas == (0.8, 0.99) and cfg.model.width == 256
+    assert to_dict(cfg)["optim"]["betas"] == [0.8, 0.99] and cfg.loss.silog_lambda == 0.85
+    with pytest.raises(ConfigError, match=r"'optim.lrr'.*tiny.yaml"):
+        load_config(tiny_config, ["optim.lrr=1"])
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("model: {variant: tiny}\nschedule: {val_evry: 3}\n")
+    with pytest.raises(ConfigError, match=r"'schedule.val_evry' in .*bad.yaml"):
+        load_config(bad)
+    with pytest.raises(ConfigError, match="optim.batch_size='two'"):
+        load_config(tiny_config, ["optim.batch_size=two"])
+
+
+def test_twenty_steps_lower_the_loss_and_write_run_files(tiny_config, tiny_data, tmp_path):
+    run = tmp_path / "run"
+    assert _train(tiny_config, tiny_data, run) == 0
+    losses = _losses(run)
+    assert sorted(losses) == list(range(1, 21))
+    first, last = sum(losses[s] for s in range(1, 6)) / 5, sum(losses[s] for s in range(16, 21)) / 5
+    assert last < 0.8 * first, (first, last)
+    for name in ("last.pt", "best.pt", "config.yaml", "command.txt", "train.log"):
+        assert (run / name).is_file(), name
+    assert list((run / "val").glob("step_*.png"))
+    ckpt = load_checkpoint(run / "last.pt")
+    assert ckpt["step"] == 20 and ckpt["config"]["model"]["height"] == 64
+    assert 0.0 < ckpt["best_abs_rel"] < 1.0
+    assert "--data-root" in (run / "command.txt").read_text()
+    # Without --resume an existing run folder is refused, not overwritten.
+    with pytest.raises(SystemExit, match="--resume"):
+        _train(tiny_config, tiny_data, run)
+
+    from training.evaluate import evaluate_checkpoint
+
+    report = evaluate_checkpoint(run / "last.pt", tiny_data, "val", both=True, max_frames=2,
+                                 out_dir=tmp_path / "eval", device="cpu", progress=False)
+    metrics = report["splits"]["val"]
+    assert metrics["frames"] == 2 and set(metrics) == {"metric", "median", "frames"}
+    for mode in ("metric", "median"):
+        for view in ("thermal", "rgb"):
+            assert 0.0 < metrics[mode][view]["abs_rel"] < 1.0
+    # Median scaling can only help a per-image scale error's abs_rel on average here.
+    assert "| val / rgb / median |" in report["table"]
+    assert (tmp_path / "eval" / "metrics.json").is_file()
+    assert list((tmp_path / "eval").glob("val_*.png"))
+
+
+def test_resume_is_exact(tiny_config, tiny_data, tmp_path):
+    steps = ["--max-steps", "6", "schedule.ckpt_every=2"]
+    assert _train(tiny_config, tiny_data, tmp_path / "straight", *steps) == 0
+    assert _train(tiny_config, tiny_data, tmp_path / "split", *steps, "--stop-at-step", "3") == 0
+    assert load_checkpoint(tmp_path / "split" / "last.pt")["step"] == 3
+    assert _train(tiny_config, tiny_data, tmp_path / "split", *steps, "--resume") == 0
+    straight = load_checkpoint(tmp_path / "straight" / "last.pt")
+    resumed = load_checkpoint(tmp_path / "split" / "last.pt")
+    assert straight["step"] == resumed["step"] == 6
+    for key, value in straight["model"].items():
+        assert torch.equal(value, resumed["model"][key]), key
+    assert _losses(tmp_path / "straight") == _losses(tmp_path / "split")
+
+
+def test_non_finite_loss_stops_without_checkpoint(tiny_config, tiny_data, tmp_path):
+    run = tmp_path / "nan"
+    code = _train(tiny_config, tiny_data, run, "--max-steps", "6", "optim.lr=1e30",
+                  "optim.grad_clip=0")
+    assert code == 2
+    assert not (run / "last.pt").exists()
+    assert "stopping without writing a checkpoint" in (run / "train.log").read_text()
+
+
+def test_atomic_save_leaves_old_file_on_failure(tmp_path, monkeypatch):
+    path = tmp_path / "last.pt"
+    atomic_torch_save({"step": 1, "w": torch.ones(4)}, path)
+
+    def broken_save(obj, stream):
+        stream.write(b"partial")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(torch, "save", broken_save)
+    with pytest.raises(OSError, match="disk full"):
+        atomic_torch_save({"step": 2}, path)
+    monkeypatch.undo()
+    assert torch.load(path)["step"] == 1
+    assert [p.name for p in tmp_path.iterdir()] == ["last.pt"]  # no temp file left behind
+
+
+def test_sigkill_during_saves_never_leaves_a_truncated_file(tmp_path):
+    path = tmp_path / "last.pt"
+    script = textwrap.dedent(f"""\
+        import sys, torch
+        sys.path.insert(0, {str(REPO)!r})
+        from training.checkpoint import atomic_torch_save
+        step = 0
+        while True:
+            step += 1
+            atomic_torch_save({{"step": step, "w": torch.full((1 << 20,), float(step))}}, {str(path)!r})
+            if step == 1:
+                print("saved", flush=True)
+        """)
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE)
+    assert proc.stdout.readline().strip() == b"saved"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    payload = torch.load(path)
+    assert payload["step"] >= 1 and torch.all(payload["w"] == payload["step"])

@@ -1,0 +1,181 @@
+"""Offline evaluation of a DMCF-SIDE checkpoint on MS2-layout test splits.
+
+`python -m training.evaluate --checkpoint CKPT --data-root DIR --split test_day [--median-scaling]
+[--both] [--out DIR] [--max-frames N]`
+
+The seven metrics of DESIGN.md section 6 for each view the model predicts (thermal-aligned and
+RGB-aligned GT), per image over 1e-3 < gt < 80 m with the prediction bilinearly upsampled to the
+GT size (depth_fusion_ros.metrics), then averaged over images. Metric depth by default;
+`--median-scaling` applies the MS2 benchmark's per-image median scaling; `--both` reports both.
+The validation step of training uses `run_evaluation` from here, so the numbers agree.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from depth_fusion_ros.metrics import (
+    MetricAccumulator,
+    compute_depth_metrics,
+    format_metrics_table,
+    resize_prediction,
+)
+from depth_fusion_ros.ms2 import read_split
+from depth_fusion_ros.viz import (
+    colorize_depth,
+    colorize_error,
+    contact_sheet,
+    input_to_rgb,
+    save_png,
+)
+
+TEST_SPLITS = ("test_day", "test_night", "test_rainy")
+MODES = {"metric": False, "median": True}
+
+
+def frame_sheet(sample: dict, preds: dict[str, np.ndarray], max_depth_m: float) -> np.ndarray:
+    """Contact sheet for one frame: inputs, then per view prediction / GT / abs-rel error.
+
+    Args:
+        sample: one dataset item (tensors without batch dim): thermal [1,h,w], rgb [3,h,w],
+            gt_thermal / gt_rgb [1,Hg,Wg].
+        preds: {"thermal": [h, w], "rgb": [h, w]} metres (views the model produced).
+    """
+    rows = [[("thermal input", input_to_rgb(np.asarray(sample["thermal"]))),
+             ("rgb input", input_to_rgb(np.asarray(sample["rgb"])))]]
+    for view, pred in preds.items():
+        gt = np.asarray(sample[f"gt_{view}"])[0]  # [Hg, Wg]
+        pred = resize_prediction(pred, gt.shape)  # as the metrics see it; same-size tiles
+        rows.append([(f"{view} prediction", colorize_depth(pred, max_depth_m)),
+                     (f"{view} GT", colorize_depth(gt, max_depth_m, dilate_px=1)),
+                     (f"{view} abs-rel error", colorize_error(pred, gt, dilate_px=1))])
+    return contact_sheet(rows)
+
+
+def _subsample(length: int, max_frames: int | None) -> list[int]:
+    """Evenly spaced indices (all when max_frames is 0/None or >= length)."""
+    if not max_frames or max_frames >= length:
+        return list(range(length))
+    return [int(i) for i in np.linspace(0, length - 1, max_frames).round()]
+
+
+@torch.no_grad()
+def run_evaluation(model: torch.nn.Module, dataset, *, device: torch.device, max_depth_m: float,
+                   modes: tuple[str, ...] = ("metric",), max_frames: int | None = None,
+                   viz_frames: int = 0, progress: bool = True) -> tuple[dict, list[np.ndarray]]:
+    """Metrics of `model` over an evaluation dataset (items with full-size GT).
+
+    Returns:
+        ({mode: {view: {metric: mean}}, "frames": n}, [contact sheet per visualised frame]).
+    """
+    model.eval()
+    views = tuple(getattr(model, "output_views", ("thermal", "rgb")))
+    acc = {mode: {view: MetricAccumulator() for view in views} for mode in modes}
+    indices = _subsample(len(dataset), max_frames)
+    viz_at = set(_subsample(len(indices), viz_frames)) if viz_frames else set()
+    sheets = []
+    for n, index in enumerate(tqdm(indices, desc="evaluate", disable=not progress, leave=False)):
+        sample = dataset[index]
+        thermal = sample["thermal"][None].to(device)  # [1, 1, h, w]
+        rgb = sample["rgb"][None].to(device)  # [1, 3, h, w]
+        outputs = model(thermal, rgb, views=views)
+        preds = {view: outputs[f"depth_{view}"][0, 0].float().cpu().numpy() for view in views}
+        for view, pred in preds.items():
+            gt = sample[f"gt_{view}"][0].numpy()  # [Hg, Wg]
+            for mode in modes:
+                acc[mode][view].add(compute_depth_metrics(pred, gt, median_scaling=MODES[mode]))
+        if n in viz_at:
+            sheets.append(frame_sheet(sample, preds, max_depth_m))
+    results = {mode: {view: a.mean() for view, a in per_view.items()}
+               for mode, per_view in acc.items()}
+    results["frames"] = len(indices)
+    return results, sheets
+
+
+def load_model(checkpoint: str | Path, device: torch.device) -> tuple[torch.nn.Module, dict]:
+    """Rebuild the network from a checkpoint's saved model config and load its weights."""
+    from training.checkpoint import load_checkpoint
+    from training.model import ModelConfig, build_model
+
+    payload = load_checkpoint(checkpoint)
+    model = build_model(ModelConfig.from_dict(payload["config"]["model"]))
+    model.load_state_dict(payload["model"])
+    return model.to(device).eval(), payload
+
+
+def evaluate_checkpoint(checkpoint: str | Path, data_root: str | Path, split: str = "test_day", *,
+                        median_scaling: bool = False, both: bool = False,
+                        max_frames: int | None = None, out_dir: str | Path | None = None,
+                        device: str | None = None, viz_frames: int = 3, step: int = 1,
+                        progress: bool = True) -> dict:
+    """Evaluate a checkpoint on one split (or "all" = the three test splits).
+
+    Returns:
+        {"checkpoint", "step", "splits": {split: {"metric"|"median": {view: metrics}, "frames"}},
+         "table": Markdown}. With out_dir, also writes metrics.json and qualitative PNGs there.
+    """
+    from training.data import MS2Dataset
+
+    dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    model, payload = load_model(checkpoint, dev)
+    model_cfg = payload["config"]["model"]
+    modes = ("metric", "median") if both else (("median",) if median_scaling else ("metric",))
+    splits = TEST_SPLITS if split == "all" else (split,)
+    report = {"checkpoint": str(checkpoint), "step": int(payload["step"]), "splits": {}}
+    rows = {}
+    for name in splits:
+        if split == "all" and not read_split(data_root, name):
+            continue  # e.g. a generated data set without rainy sequences
+        dataset = MS2Dataset(data_root, name, height=model_cfg["height"], width=model_cfg["width"],
+                             train=False, step=step, max_depth_m=model_cfg["max_depth_m"])
+        results, sheets = run_evaluation(model, dataset, device=dev, modes=modes,
+                                         max_depth_m=model_cfg["max_depth_m"],
+                                         max_frames=max_frames, viz_frames=viz_frames,
+                                         progress=progress)
+        report["splits"][name] = results
+        for mode in modes:
+            for view, values in results[mode].items():
+                rows[f"{name} / {view} / {mode}"] = values
+        if out_dir is not None:
+            for i, sheet in enumerate(sheets):
+                save_png(Path(out_dir) / f"{name}_{i:02d}.png", sheet)
+    report["table"] = format_metrics_table(rows)
+    if out_dir is not None:
+        Path(out_dir).mkdir(parents=True, exist_ok=True)
+        (Path(out_dir) / "metrics.json").write_text(json.dumps(report, indent=2))
+    return report
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--checkpoint", required=True, help="last.pt / best.pt of a training run")
+    parser.add_argument("--data-root", required=True, help="MS2-layout data folder")
+    parser.add_argument("--split", default="test_day", help=f"one of {TEST_SPLITS}, val, or all")
+    parser.add_argument("--median-scaling", action="store_true",
+                        help="per-image median scaling, as the MS2 benchmark code does")
+    parser.add_argument("--both", action="store_true", help="report metric and median-scaled")
+    parser.add_argument("--out", default=None, help="folder for metrics.json and PNGs")
+    parser.add_argument("--max-frames", type=int, default=None, help="evenly subsample frames")
+    parser.add_argument("--step", type=int, default=1, help="use every N-th frame")
+    parser.add_argument("--device", default=None, help="cpu / cuda (default: cuda if available)")
+    args = parser.parse_args(argv)
+    report = evaluate_checkpoint(args.checkpoint, args.data_root, args.split,
+                                 median_scaling=args.median_scaling, both=args.both,
+                                 max_frames=args.max_frames, out_dir=args.out, device=args.device,
+                                 step=args.step)
+    frames = {name: r["frames"] for name, r in report["splits"].items()}
+    print(f"checkpoint {args.checkpoint} (step {report['step']}), frames {frames}")
+    print(report["table"])
+    if args.out:
+        print(f"wrote {Path(args.out) / 'metrics.json'} and qualitative PNGs")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,84 @@
+"""Scale-invariant log (SILog) loss, per view, summed over the views (DMCF-SIDE's multi-objective).
+
+SILog in the NeWCRFs convention (Yuan et al., CVPR 2022, `silog_loss` in newcrfs/networks):
+    d = log(pred) - log(gt) over valid GT pixels (0 < gt <= max_depth) of the whole batch,
+    loss = alpha * sqrt(mean(d^2) - lambda * mean(d)^2), lambda = 0.85, alpha = 10.
+DMCF-SIDE (Kwon & Kim 2024) applies it to both the thermal-view and RGB-view outputs and sums them.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+VIEWS = ("thermal", "rgb")
+# Floors that keep the loss finite: log of a collapsed sigmoid output, and sqrt of a variance
+# that rounding made slightly negative (its gradient at exactly 0 would be infinite).
+_MIN_PRED_M = 1e-3
+_MIN_VARIANCE = 1e-8
+
+
+@dataclass
+class LossConfig:
+    """SILog hyper-parameters (NeWCRFs defaults)."""
+
+    silog_lambda: float = 0.85
+    alpha: float = 10.0
+
+
+def silog_loss(pred_m: torch.Tensor, gt_m: torch.Tensor, *, max_depth_m: float,
+               silog_lambda: float = 0.85, alpha: float = 10.0,
+               sample_mask: torch.Tensor | None = None) -> torch.Tensor | None:
+    """SILog over the valid GT pixels of a batch.
+
+    Args:
+        pred_m: [B, 1, H, W] predicted depth in metres (> 0).
+        gt_m: [B, 1, H, W] ground truth in metres; valid where 0 < gt <= max_depth_m.
+        sample_mask: [B] bool, samples to include (e.g. whose input is present), or None for all.
+    Returns:
+        scalar loss (float32), or None when no pixel is valid (the caller skips the view).
+    """
+    if pred_m.shape != gt_m.shape:
+        raise ValueError(f"silog_loss: prediction {tuple(pred_m.shape)} and ground truth "
+                         f"{tuple(gt_m.shape)} differ; resize the GT to the network size")
+    valid = (gt_m > 0) & (gt_m <= max_depth_m)  # [B, 1, H, W]
+    if sample_mask is not None:
+        valid = valid & sample_mask.to(valid.device).view(-1, 1, 1, 1).bool()
+    if not bool(valid.any()):
+        return None
+    pred = pred_m.float()[valid].clamp_min(_MIN_PRED_M)
+    diff = torch.log(pred) - torch.log(gt_m.float()[valid])  # [N]
+    variance = (diff**2).mean() - silog_lambda * diff.mean() ** 2
+    return alpha * torch.sqrt(variance.clamp_min(_MIN_VARIANCE))
+
+
+def multi_view_silog(outputs: dict[str, torch.Tensor], batch: dict, *, max_depth_m: float,
+                     cfg: LossConfig) -> tuple[torch.Tensor, dict[str, float]]:
+    """Sum of SILog over the views the model produced, that have GT, and whose input is present.
+
+    Args:
+        outputs: {"depth_thermal": [B,1,H,W], "depth_rgb": [B,1,H,W]} (either may be absent).
+        batch: {"gt_thermal", "gt_rgb": [B,1,H,W], "has_thermal", "has_rgb": [B] bool}.
+    Returns:
+        (total loss scalar, {"loss_thermal": float, "loss_rgb": float} for the views used).
+        The total is a zero that still depends on the outputs when no view had valid GT, so a
+        backward pass is always possible.
+    """
+    total = None
+    parts: dict[str, float] = {}
+    for view in VIEWS:
+        pred = outputs.get(f"depth_{view}")
+        gt = batch.get(f"gt_{view}")
+        if pred is None or gt is None:
+            continue
+        has_input = batch.get(f"has_{view}")
+        loss = silog_loss(pred, gt.to(pred.device), max_depth_m=max_depth_m,
+                          silog_lambda=cfg.silog_lambda, alpha=cfg.alpha,
+                          sample_mask=None if has_input is None else torch.as_tensor(has_input))
+        if loss is None:
+            continue
+        parts[f"loss_{view}"] = float(loss.detach())
+        total = loss if total is None else total + loss
+    if total is None:
+        total = sum(out.sum() * 0.0 for out in outputs.values())
+    return total, parts
