@@ -1,0 +1,45 @@
+"""Real tiny DMCF-SIDE model files for tests (seeded, untrained): checkpoint, ONNX, pt2.
+
+Used by the session fixture `tiny_onnx_model` in conftest.py and by the export/backend tests.
+Everything goes through the real export code, so the files carry real sidecars.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+TINY_CONFIG_NAME = "tiny_test"
+
+
+def make_tiny_checkpoint(out_dir: Path, height: int = 256, width: int = 640,
+                         modality: str = "fusion", seed: int = 0) -> Path:
+    """A seeded `tiny` network saved in the training checkpoint contract; returns its path."""
+    import torch
+
+    from training.checkpoint import save_checkpoint
+    from training.model import ModelConfig, build_model
+
+    torch.manual_seed(seed)
+    cfg = ModelConfig(variant="tiny", height=height, width=width, modality=modality)
+    model = build_model(cfg).eval()
+    config = {"name": TINY_CONFIG_NAME, "model": cfg.to_dict(), "seed": seed}
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    return save_checkpoint(out_dir / f"tiny_{modality}.pt", model=model, config=config, step=0)
+
+
+def make_tiny_onnx(out_dir: Path) -> Path:
+    """Exports the seeded tiny model (256x640, both views) to out_dir/"tiny.onnx" + sidecar."""
+    from training.export import export_checkpoint
+
+    out_dir = Path(out_dir)
+    ckpt = make_tiny_checkpoint(out_dir)
+    return export_checkpoint(ckpt, out_dir / "tiny.onnx", fmt="onnx")
+
+
+def make_tiny_pt2(out_dir: Path) -> Path:
+    """Exports the same seeded tiny model to out_dir/"tiny.pt2" (torch.export) + sidecar."""
+    from training.export import export_checkpoint
+
+    out_dir = Path(out_dir)
+    ckpt = make_tiny_checkpoint(out_dir)
+    return export_checkpoint(ckpt, out_dir / "tiny.pt2", fmt="pt2")

@@ -1,0 +1,120 @@
+"""ONNX / pt2 export of the real tiny network: graph contents, parity, CLI, failure atomicity."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import onnx
+import pytest
+import torch
+
+from depth_fusion_ros.backends import create_backend
+from depth_fusion_ros.metadata import load_metadata, sidecar_path
+from training import export as export_mod
+
+
+def _torch_reference(ckpt_path, height=None, width=None):
+    """Eager PyTorch depth for the export's seeded sample input: {view: [H, W]}."""
+    from training.checkpoint import load_checkpoint
+
+    model, cfg = export_mod.load_model(load_checkpoint(ckpt_path), height, width)
+    feeds = export_mod.sample_inputs(cfg.height, cfg.width)
+    with torch.inference_mode():
+        out = model(torch.from_numpy(feeds["thermal"]), torch.from_numpy(feeds["rgb"]))
+    return feeds, {v: out[f"depth_{v}"][0, 0].numpy() for v in cfg.output_views}
+
+
+@pytest.fixture(scope="module")
+def small_ckpt(tmp_path_factory):
+    """The tiny network at 64x128: the same code paths as 256x640, several times faster."""
+    from model_fixtures import make_tiny_checkpoint
+
+    return make_tiny_checkpoint(tmp_path_factory.mktemp("small"), height=64, width=128)
+
+
+def test_onnx_graph_is_plain_standard_onnx(tiny_onnx_model):
+    model = onnx.load(str(tiny_onnx_model))
+    onnx.checker.check_model(model)
+    domains = {node.domain for node in model.graph.node}
+    ops = {node.op_type for node in model.graph.node}
+    assert domains <= {"", "ai.onnx"}, domains
+    assert not ops & export_mod.FORBIDDEN_OPS, ops & export_mod.FORBIDDEN_OPS
+    assert "BatchNormalization" not in ops  # folded into the convolutions in eval mode
+    assert len(model.functions) == 0
+    assert [o.version for o in model.opset_import if o.domain in ("", "ai.onnx")] == [17]
+    static = [[d.dim_value for d in i.type.tensor_type.shape.dim] for i in model.graph.input]
+    assert static == [[1, 1, 256, 640], [1, 3, 256, 640]]
+    assert [o.name for o in model.graph.output] == ["depth_thermal", "depth_rgb"]
+
+
+def test_onnxruntime_matches_pytorch(tiny_onnx_model, record_property):
+    feeds, reference = _torch_reference(tiny_onnx_model.parent / "tiny_fusion.pt")
+    backend = create_backend(tiny_onnx_model, device="cpu")
+    depth = backend.infer(feeds["thermal"], feeds["rgb"])
+    diffs = {v: float(np.max(np.abs(depth[v] - reference[v]))) for v in ("thermal", "rgb")}
+    record_property("ort_vs_torch_max_abs_diff_m", max(diffs.values()))
+    print(f"ORT vs PyTorch max |diff| (m): {diffs}")
+    assert max(diffs.values()) < 1e-3
+    assert 0.0 < float(reference["thermal"].min()) and float(reference["thermal"].max()) < 80.0
+    recorded = load_metadata(tiny_onnx_model).extra["parity_max_abs_diff_m"]
+    assert recorded == pytest.approx(max(diffs.values()), abs=1e-6)
+
+
+def test_pt2_export_runs_in_torch_backend(small_ckpt, tmp_path):
+    out = export_mod.export_checkpoint(small_ckpt, tmp_path / "tiny.pt2", fmt="pt2")
+    md = load_metadata(out)
+    assert md.format == "pt2" and md.model_file == "tiny.pt2" and md.views == ["thermal", "rgb"]
+    assert md.extra["parity_checked_with"] == "torch.export"
+    backend = create_backend(out, device="cpu")
+    assert backend.name == "torch" and backend.device == "cpu" and backend.precision == "fp32"
+    feeds, reference = _torch_reference(small_ckpt)
+    depth = backend.infer(feeds["thermal"], feeds["rgb"])
+    for view in ("thermal", "rgb"):
+        assert depth[view].shape == (64, 128) and depth[view].dtype == np.float32
+        assert float(np.max(np.abs(depth[view] - reference[view]))) < 1e-4
+
+
+def test_cli_view_subset_and_size_override(small_ckpt, tmp_path, capsys):
+    out = tmp_path / "thermal_only.onnx"
+    code = export_mod.main(["--checkpoint", str(small_ckpt), "--out", str(out), "--views",
+                            "thermal", "--height", "128", "--width", "128"])
+    assert code == 0
+    assert "max |diff|" in capsys.readouterr().out
+    md = load_metadata(out)
+    assert md.views == ["thermal"] and md.input_size == {"height": 128, "width": 128}
+    assert [s.shape for s in md.inputs] == [[1, 1, 128, 128], [1, 3, 128, 128]]
+    feeds, reference = _torch_reference(small_ckpt, 128, 128)
+    depth = create_backend(out, device="cpu").infer(feeds["thermal"], feeds["rgb"])
+    assert list(depth) == ["thermal"]
+    assert float(np.max(np.abs(depth["thermal"] - reference["thermal"]))) < 1e-3
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["thermal_only.onnx",
+                                                          "thermal_only.onnx.json"]
+
+
+def test_bad_arguments_fail_with_clear_message(tiny_onnx_model, tmp_path, capsys):
+    ckpt = tiny_onnx_model.parent / "tiny_fusion.pt"
+    assert export_mod.main(["--checkpoint", str(ckpt), "--out", str(tmp_path / "m.onnx"),
+                            "--views", "nir"]) == 1
+    assert "--views nir: this model outputs thermal,rgb" in capsys.readouterr().err
+    assert export_mod.main(["--checkpoint", str(tmp_path / "nope.pt"),
+                            "--out", str(tmp_path / "m.onnx")]) == 1
+    assert "nope.pt does not exist" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_failed_parity_leaves_no_files(small_ckpt, tmp_path, monkeypatch):
+    ckpt = small_ckpt
+    out = tmp_path / "strict.onnx"
+    out.write_bytes(b"old model")  # an earlier export that must not gain a sidecar
+    monkeypatch.setattr(export_mod, "PARITY_TOLERANCE_M", 0.0)
+    with pytest.raises(export_mod.ExportError, match="differs from PyTorch"):
+        export_mod.export_checkpoint(ckpt, out, views="thermal")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["strict.onnx"]
+    assert out.read_bytes() == b"old model" and not sidecar_path(out).exists()
+
+
+def test_sidecar_embeds_training_config(tiny_onnx_model):
+    raw = json.loads(sidecar_path(tiny_onnx_model).read_text())
+    assert raw["training_config"]["name"] == "tiny_test"
+    assert raw["training_config"]["model"]["attn_splits"] == [4, 4, 2, 2]
+    assert raw["extra"]["opset"] == 17 and "Conv" in raw["extra"]["ops"]
