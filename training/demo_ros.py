@@ -38,7 +38,11 @@ def write_params(out_dir: Path, model_path: Path) -> tuple[Path, Path]:
     """Node and evaluator parameter files: the shipped YAMLs with the demo's values filled in."""
     node = yaml.safe_load((REPO_ROOT / "config" / "depth_fusion.yaml").read_text())
     node_params = node["depth_fusion"]["ros__parameters"]
-    node_params.update(model_path=str(model_path.resolve()), backend="onnxruntime", device="cpu")
+    # Replay over loopback: reliable input so no frame of the evaluation is lost in a socket buffer
+    # (best effort, the camera default, drops large images when this 2-core machine is busy), and
+    # bag time from /clock so the stamp-to-publish latency is measured on the bag's clock.
+    node_params.update(model_path=str(model_path.resolve()), backend="onnxruntime", device="cpu",
+                       input_qos="reliable", use_sim_time=True)
     evaluator = yaml.safe_load((REPO_ROOT / "config" / "evaluator.yaml").read_text())
     eval_params = evaluator["depth_fusion_evaluator"]["ros__parameters"]
     eval_params.update(csv_path=str((out_dir / "live_metrics.csv").resolve()),
@@ -70,14 +74,15 @@ def _subscribe(node, listener: Listener, cloud_at: int) -> None:
             listener.depth_stamps[view].append(time.monotonic())
 
         def on_cloud(msg, view=view):
-            if len(listener.depth_stamps[view]) >= cloud_at and view not in listener.clouds:
+            # Keep the newest cloud until mid-sequence, then hold that one (a typical frame).
+            if view not in listener.clouds or len(listener.depth_stamps[view]) < cloud_at:
                 listener.clouds[view] = msg
         node.create_subscription(Image, f"{view}/depth/image", on_depth, qos)
         node.create_subscription(PointCloud2, f"{view}/depth/points", on_cloud, qos)
 
     def on_diag(msg):
         for status in msg.status:
-            if status.name.startswith("depth_fusion"):
+            if status.name.endswith(": depth fusion"):  # the node's status, not the evaluator's
                 listener.node_status = {kv.key: kv.value for kv in status.values}
     node.create_subscription(DiagnosticArray, "/diagnostics", on_diag, 10)
     node.create_subscription(DiagnosticArray, "depth_fusion_evaluator/metrics",
@@ -120,8 +125,10 @@ def run_ros_stage(bag: Path, model_path: Path, out_dir: Path, *, n_frames: int,
             [console_script("depth_fusion_node"), "--ros-args", "--params-file", str(node_params)],
             stdout=logs["node"], stderr=subprocess.STDOUT, env=env)
         procs["player"] = subprocess.Popen(
-            [console_script("depth_fusion_bag_player"), str(bag), "--rate", str(rate),
-             "--wait-for-subscribers", "1", "--wait-timeout", "120", "--quiet"],
+            [console_script("depth_fusion_bag_player"), str(bag), "--rate", str(rate), "--clock",
+             "--wait-for-subscribers", "1", "--wait-timeout", "120", "--quiet",
+             # discovery is two-sided: give the subscribers a moment to match the player too
+             "--start-delay", "1.5"],
             stdout=logs["player"], stderr=subprocess.STDOUT, env=env)
         play_start = time.monotonic()
         while procs["player"].poll() is None:
