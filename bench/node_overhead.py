@@ -22,6 +22,7 @@ from rclpy.serialization import serialize_message
 from sensor_msgs.msg import CameraInfo, Image, PointCloud2, PointField
 from tqdm import tqdm
 
+from depth_fusion_ros.malloc_tuning import keep_large_buffers_in_heap
 from depth_fusion_ros.pipeline import DepthPipeline, PipelineConfig
 from depth_fusion_ros.ros_image import numpy_to_image
 
@@ -123,8 +124,11 @@ def main() -> None:
     parser.add_argument("--pairs", type=int, default=200)
     parser.add_argument("--baseline-pairs", type=int, default=3)
     args = parser.parse_args()
+    keep_large_buffers_in_heap()  # as depth_fusion_node's main() does
     thermal, rgb, infos, depths = _inputs()
-    pipeline = DepthPipeline(PipelineConfig(("thermal", "rgb"), NET_HW, 0.1, 80.0, "network", 1))
+    # As the node runs it: output messages and their buffers reused from pair to pair.
+    pipeline = DepthPipeline(PipelineConfig(("thermal", "rgb"), NET_HW, 0.1, 80.0, "network", 1,
+                                            reuse_buffers=True))
     for _ in range(5):
         ours(pipeline, thermal, rgb, infos, depths)  # warm caches (rays, allocator)
     ours_t = _times_ms(lambda: ours(pipeline, thermal, rgb, infos, depths), args.pairs, "ours")

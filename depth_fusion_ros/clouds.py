@@ -13,7 +13,7 @@ import cv2
 import numpy as np
 from sensor_msgs.msg import PointCloud2, PointField
 
-from depth_fusion_ros.geometry import Rays, depth_to_xyz
+from depth_fusion_ros.geometry import Rays
 from depth_fusion_ros.ros_image import bytes_to_array, new_byte_array
 
 POINT_STEP = 16  # 4 float32 per point
@@ -48,24 +48,29 @@ def xyz_intensity_points(depth_m: np.ndarray, rays: Rays, stride: int, intensity
         intensity: [h, w] float32 on the strided grid.
         out: optional [h, w, 4] float32 to fill, e.g. the data of empty_cloud's message.
     """
-    points = _xyz_grid(depth_m, rays, stride, out)
-    points[..., 3] = intensity
-    return points
+    return _points(depth_m, rays, stride, np.asarray(intensity, np.float32), out)
 
 
 def xyz_rgb_points(depth_m: np.ndarray, rays: Rays, stride: int, rgb: np.ndarray,
                    out: np.ndarray | None = None) -> np.ndarray:
     """[h, w, 4] float32 points x, y, z, rgb (packed 0x00RRGGBB); rgb: [h, w, 3] uint8 RGB."""
-    points = _xyz_grid(depth_m, rays, stride, out)
-    points[..., 3] = pack_rgb(rgb)
-    return points
+    return _points(depth_m, rays, stride, pack_rgb(rgb), out)
 
 
-def _xyz_grid(depth_m: np.ndarray, rays: Rays, stride: int, out: np.ndarray | None) -> np.ndarray:
+def _points(depth_m: np.ndarray, rays: Rays, stride: int, fourth: np.ndarray,
+            out: np.ndarray | None) -> np.ndarray:
+    """Interleave x, y, z and a fourth [h, w] float32 plane into [h, w, 4] float32."""
     points = np.empty(rays.x_per_z.shape + (4,), np.float32) if out is None else out  # [h, w, 4]
     if points.shape != rays.x_per_z.shape + (4,) or points.dtype != np.float32:
         raise ValueError(f"point buffer {points.shape} {points.dtype} does not fit the grid")
-    depth_to_xyz(depth_m, rays, stride, out=points)
+    z = np.ascontiguousarray(depth_m[::stride, ::stride])  # [h, w]
+    if z.shape != rays.x_per_z.shape:
+        raise ValueError(f"depth grid {z.shape} does not match rays {rays.x_per_z.shape}")
+    planes = [rays.x_per_z * z, rays.y_per_z * z, z, np.ascontiguousarray(fourth)]
+    # Contiguous planes then one SIMD interleave (cv2.merge) beat four strided numpy writes.
+    merged = cv2.merge(planes, dst=points)
+    if not np.shares_memory(merged, points):  # cv2 had to reallocate: copy into the buffer
+        points[...] = merged
     return points
 
 

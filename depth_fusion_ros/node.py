@@ -75,7 +75,7 @@ class DepthFusionNode(Node):
         self.pipeline = DepthPipeline(PipelineConfig(
             views=self.views, network_hw=(self.backend.metadata.height, self.backend.metadata.width),
             min_depth_m=p.min_depth_m, max_depth_m=p.max_depth_m, output_size=p.output_size,
-            points_stride=p.points_stride))
+            points_stride=p.points_stride, reuse_buffers=True))
         self.stats = NodeStats(VIEWS, p.stale_timeout_s, time.monotonic())
         self.stats.info.update({"backend": self.backend.name, "device": self.backend.device,
                                 "precision": self.backend.precision,
@@ -228,8 +228,10 @@ class DepthFusionNode(Node):
 
 def main(args: list[str] | None = None) -> None:
     """Console-script entry point; exits 2 on bad parameters or an unusable model."""
+    from depth_fusion_ros.malloc_tuning import keep_large_buffers_in_heap
     from depth_fusion_ros.metadata import ModelMetadataError
 
+    keep_large_buffers_in_heap()
     rclpy.init(args=args)
     try:
         node = DepthFusionNode()

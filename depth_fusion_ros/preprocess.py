@@ -84,6 +84,7 @@ def preprocess_thermal(raw: np.ndarray, out_hw: tuple[int, int]) -> np.ndarray:
 
 
 _RGB_LUT = ((np.arange(256, dtype=np.float32) / 255.0 - NORM_MEAN) / NORM_STD).astype(np.float32)
+_RGB_LUT_CV = _RGB_LUT.reshape(256, 1)  # cv2.LUT's layout: 256 rows, one channel
 
 
 def preprocess_rgb(rgb: np.ndarray, out_hw: tuple[int, int]) -> np.ndarray:
@@ -102,4 +103,8 @@ def preprocess_rgb(rgb: np.ndarray, out_hw: tuple[int, int]) -> np.ndarray:
     if rgb.ndim != 3 or rgb.shape[2] != 3:
         raise ValueError(f"RGB image must be [H, W, 3] or [H, W], got shape {rgb.shape}")
     resized = _resize(rgb, out_hw)
-    return np.take(_RGB_LUT, resized.transpose(2, 0, 1))  # [3, H, W], contiguous
+    out = np.empty((3, *resized.shape[:2]), np.float32)  # [3, H, W]
+    # Split the planes, then a SIMD table look-up per plane written straight into the output.
+    for channel, plane in enumerate(cv2.split(resized)):
+        cv2.LUT(plane, _RGB_LUT_CV, dst=out[channel])
+    return out

@@ -12,7 +12,6 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-
 from conftest import REPO_ROOT
 
 
