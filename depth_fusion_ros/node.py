@@ -175,6 +175,8 @@ class DepthFusionNode(Node):
                 topic = (self.image_topics if err.source == "image" else self.info_topics)[err.view]
                 self._bad(topic, err.reason, str(err))
             except Exception as err:  # noqa: BLE001 - the node must survive any single pair
+                if not self.context.ok():
+                    return  # Ctrl-C shut the context down while this pair was in flight
                 self.stats.count("processing_errors")
                 self.get_logger().error(f"processing a pair failed: {err!r}",
                                         throttle_duration_sec=self.params.warn_throttle_s)
