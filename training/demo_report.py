@@ -99,7 +99,7 @@ def summary_markdown(rows: dict, ros: dict, files: dict[str, list[Path]], timing
              "(bag played at its recorded 15 fps)",
              f"- evaluator metric messages: {ros.get('evaluator_messages')}"]
     lines += [f"- node {key}: {status[key]}" for key in stage_keys]
-    for key in ("pairs", "dropped pairs", "backend", "model id"):
+    for key in ("pairs_matched", "pairs_processed", "pairs_dropped", "backend", "model_id"):
         if key in status:
             lines.append(f"- node {key}: {status[key]}")
     lines += ["", "## Stage times (s)", ""] + [f"- {k}: {v:.1f}" for k, v in timings.items()]
