@@ -93,7 +93,10 @@ def ros_benches(tmp_dir: Path, quick: bool) -> None:
     models = []
     demo_model = REPO_ROOT / "demo_out" / "model" / "tiny_synthetic.onnx"
     if demo_model.exists():
-        models.append(("tiny_synthetic (demo, 64x128)", demo_model))
+        from depth_fusion_ros.metadata import load_metadata
+
+        size = load_metadata(demo_model, verify_hash=False).input_size
+        models.append((f"tiny_synthetic (demo, {size['height']}x{size['width']})", demo_model))
     models.append(("tiny 256x640 (untrained)", export_untrained("tiny", 256, 640, tmp_dir)))
     if not quick:
         models.append(("swin_t 256x640 (untrained)", export_untrained("swin_t", 256, 640, tmp_dir)))
