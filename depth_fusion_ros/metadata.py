@@ -12,9 +12,11 @@ import dataclasses
 import hashlib
 import json
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from depth_fusion_ros.fileio import atomic_write_text
+from depth_fusion_ros.preprocess import normalisation_params
 
 SCHEMA_VERSION = 1
 FORMATS = ("onnx", "engine", "pt2")
@@ -148,18 +150,7 @@ def _fail(model_path: str | os.PathLike, problem: str, fmt: str | None = None) -
 def write_metadata(md: ModelMetadata, model_path: str | os.PathLike) -> Path:
     """Writes the sidecar of `model_path` atomically (temp file + rename) and returns its path."""
     target = sidecar_path(model_path)
-    text = json.dumps(md.to_dict(), indent=2, sort_keys=False) + "\n"
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as stream:
-            stream.write(text)
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.replace(tmp_name, target)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
-    return target
+    return atomic_write_text(target, json.dumps(md.to_dict(), indent=2, sort_keys=False) + "\n")
 
 
 def _validate_content(md: ModelMetadata, model_path: Path, car: Path) -> None:
@@ -177,6 +168,9 @@ def _validate_content(md: ModelMetadata, model_path: Path, car: Path) -> None:
         raise ValueError("an engine sidecar needs a 'tensorrt' block (version, gpu_name, ...)")
     if md.height <= 0 or md.width <= 0:
         raise ValueError(f"input_size {md.input_size} is not positive")
+    if md.normalization != normalisation_params():
+        raise ValueError(f"it was exported with preprocessing {md.normalization}, but this "
+                         f"runtime preprocesses with {normalisation_params()}")
 
 
 def load_metadata(model_path: str | os.PathLike, verify_hash: bool = True) -> ModelMetadata:

@@ -237,8 +237,12 @@ def main(args: list[str] | None = None) -> None:
     rclpy.init(args=args)
     try:
         node = DepthFusionNode()
-    except (ParameterError, ModelMetadataError, ValueError, OSError) as err:
-        rclpy.logging.get_logger(NODE_NAME).fatal(f"cannot start: {err}")
+    except Exception as err:  # noqa: BLE001 - every start-up failure: a message and exit code 2
+        # Ours name the parameter or file; backend libraries raise their own types at load
+        # (ImportError without tensorrt/onnxruntime, RuntimeError without CUDA or on warm-up).
+        ours = isinstance(err, (ParameterError, ModelMetadataError, ValueError, OSError))
+        detail = str(err) if ours else f"{type(err).__name__}: {err}"
+        rclpy.logging.get_logger(NODE_NAME).fatal(f"cannot start: {detail}")
         rclpy.try_shutdown()
         sys.exit(2)
     try:

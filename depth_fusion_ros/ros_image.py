@@ -54,6 +54,11 @@ def image_to_numpy(msg: Image, allowed: tuple[str, ...] | None = None) -> np.nda
             "unsupported_encoding",
             f"encoding '{msg.encoding}' is not supported (supported: {sorted(ENCODINGS)})",
         )
+    if allowed is not None and msg.encoding not in allowed:  # before any scan of the pixels
+        raise ImageDecodeError(
+            "unsupported_encoding",
+            f"encoding '{msg.encoding}' not accepted here (send one of {list(allowed)})",
+        )
     dtype, channels = ENCODINGS[msg.encoding]
     row_bytes = width * channels * dtype.itemsize
     if step < row_bytes:
@@ -77,11 +82,6 @@ def image_to_numpy(msg: Image, allowed: tuple[str, ...] | None = None) -> np.nda
         pixels = pixels.astype(dtype)  # byte swap to native order (copy)
     if dtype.kind == "f" and not np.isfinite(pixels).all():
         raise ImageDecodeError("non_finite", f"{msg.encoding} image contains NaN or inf")
-    if allowed is not None and msg.encoding not in allowed:
-        raise ImageDecodeError(
-            "unsupported_encoding",
-            f"encoding '{msg.encoding}' not accepted here (send one of {list(allowed)})",
-        )
     return pixels
 
 

@@ -160,7 +160,9 @@ def test_scale_crop_same_relative_window():
     ty, tx = np.argwhere(out["thermal"])[0] / out["thermal"].shape
     ry, rx = np.argwhere(out["rgb"][..., 0])[0] / out["rgb"].shape[:2]
     assert abs(ty - ry) < 0.01 and abs(tx - rx) < 0.01
-    assert out["gt_thermal"].max() == 7.0 and out["gt_rgb"].max() == 7.0  # depth unchanged
+    # zoom by 1.25 under fixed intrinsics: depth / 1.25, holes stay 0
+    assert out["gt_thermal"].max() == np.float32(7.0 / 1.25) and out["gt_rgb"].max() == np.float32(7.0 / 1.25)
+    assert out["gt_thermal"].dtype == np.float32 and (out["gt_thermal"] == 0).sum() == 205 * 512 - 1
 
 
 def test_augmentation_seeded_and_dropout(ms2_root):

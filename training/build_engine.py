@@ -15,11 +15,10 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import datetime
-import os
 import sys
-import tempfile
 from pathlib import Path
 
+from depth_fusion_ros.fileio import atomic_write_bytes
 from depth_fusion_ros.metadata import (
     ModelMetadata,
     ModelMetadataError,
@@ -60,18 +59,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="only write the sidecar for an engine already built (e.g. by trtexec) on this machine",
     )
     return parser.parse_args(argv)
-
-
-def _atomic_write_bytes(path: Path, data) -> None:
-    """Writes bytes via a temp file + rename, so an interrupted build leaves no half engine."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as stream:
-            stream.write(memoryview(data))
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def calibration_batches(root: Path, split: str, n_frames: int, height: int, width: int):
@@ -122,7 +109,7 @@ def make_calibrator(trt, batches, input_names: dict[str, str], cache_path: Path,
             return cache_path.read_bytes() if cache_path.is_file() else None
 
         def write_calibration_cache(self, cache) -> None:
-            _atomic_write_bytes(cache_path, cache)
+            atomic_write_bytes(cache_path, cache)
 
     return EntropyCalibrator()
 
@@ -168,8 +155,8 @@ def build(args: argparse.Namespace, source: ModelMetadata) -> None:
     if serialized is None:
         raise SystemExit(f"TensorRT failed to build an engine from {args.onnx} (log above)")
     if args.timing_cache is not None:
-        _atomic_write_bytes(args.timing_cache, config.get_timing_cache().serialize())
-    _atomic_write_bytes(args.out, serialized)
+        atomic_write_bytes(args.timing_cache, config.get_timing_cache().serialize())
+    atomic_write_bytes(args.out, serialized)
 
 
 def engine_metadata(args: argparse.Namespace, source: ModelMetadata) -> ModelMetadata:

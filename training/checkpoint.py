@@ -7,14 +7,14 @@ old complete file or the new complete file, never a truncated one.
 """
 from __future__ import annotations
 
-import os
 import random
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+
+from depth_fusion_ros.fileio import atomic_output
 
 CHECKPOINT_KEYS = ("model", "config", "step", "optimizer", "scheduler", "rng", "best_abs_rel")
 
@@ -25,28 +25,9 @@ class CheckpointError(RuntimeError):
 
 def atomic_torch_save(obj: Any, path: str | Path) -> Path:
     """torch.save to `path` atomically (temp file + fsync + os.replace + folder fsync)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            torch.save(obj, stream)
-            stream.flush()
-            os.fsync(stream.fileno())
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp_name, 0o666 & ~umask)  # mkstemp makes 0600; give the usual file mode
-        os.replace(tmp_name, path)
-    except BaseException:
-        if os.path.exists(tmp_name):
-            os.unlink(tmp_name)
-        raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
-    return path
+    with atomic_output(path) as tmp, open(tmp, "wb") as stream:
+        torch.save(obj, stream)
+    return Path(path)
 
 
 def capture_rng_state() -> dict:

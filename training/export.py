@@ -20,7 +20,6 @@ import json
 import os
 import subprocess
 import sys
-import tempfile
 import time
 import warnings
 from pathlib import Path
@@ -28,6 +27,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from depth_fusion_ros.fileio import atomic_output
 from depth_fusion_ros.metadata import (
     SCHEMA_VERSION,
     ModelMetadata,
@@ -311,12 +311,8 @@ def export_checkpoint(ckpt_path, out_path, fmt: str = "onnx", views=None, height
     with torch.inference_mode():
         torch_out = [t.numpy() for t in wrapper(*tensors)]
     names_out = [f"depth_{v}" for v in views]
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{out.name}.", suffix=out.suffix, dir=out.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
     start = time.perf_counter()
-    try:
+    with atomic_output(out, suffix=out.suffix) as tmp:  # writers pick the format by extension
         extra, max_diff, checked_with = _write_and_check(
             fmt, wrapper, tensors, feeds, torch_out, tmp, names_out, opset, aoti)
         export_s = time.perf_counter() - start
@@ -331,9 +327,6 @@ def export_checkpoint(ckpt_path, out_path, fmt: str = "onnx", views=None, height
         md = build_metadata(fmt, out, sha256_file(tmp), sha256_file(ckpt_path), ckpt, cfg,
                             inputs, views, precision, extra)
         sidecar_path(out).unlink(missing_ok=True)  # an old sidecar must never pair with a new file
-        os.replace(tmp, out)
-    finally:
-        tmp.unlink(missing_ok=True)
     write_metadata(md, out)
     if verbose:
         print(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB, {export_s:.1f} s) and "

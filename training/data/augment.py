@@ -2,8 +2,9 @@
 
 All geometric operations are applied to both modalities and both ground-truth maps together, so
 the fused views stay consistent: a horizontal flip flips everything; a scale-and-crop cuts the
-same relative window out of each camera's image and its own GT (depth values unchanged, GT later
-resized with nearest neighbour only). Photometric jitter is per modality: colour jitter on the RGB
+same relative window out of each camera's image and its own GT. The crop is later resized to the
+network size, a zoom by `scale` under fixed intrinsics, so GT depth is divided by `scale` (Eigen et
+al., NIPS 2014: objects s times larger look s times nearer); GT is resized with nearest neighbour. Photometric jitter is per modality: colour jitter on the RGB
 bytes, gain/offset/gamma jitter on the thermal counts. A pure gain/offset alone would be undone by
 the per-image percentile min-max of `preprocess_thermal`, so a mild gamma makes it count.
 """
@@ -51,13 +52,13 @@ def crop_window(shape: tuple[int, int], scale: float, fy: float, fx: float) -> t
 
 def scale_crop(sample: dict[str, np.ndarray], scale: float, fy: float,
                fx: float) -> dict[str, np.ndarray]:
-    """The same relative window from each camera's image and its GT (depth values untouched)."""
+    """The same relative window from each camera's image and its GT, GT depth divided by `scale`."""
     out = {}
     for image_key, gt_key in (("thermal", "gt_thermal"), ("rgb", "gt_rgb")):
         win = crop_window(sample[image_key].shape[:2], scale, fy, fx)
         gt_win = crop_window(sample[gt_key].shape[:2], scale, fy, fx)
         out[image_key] = np.ascontiguousarray(sample[image_key][win])
-        out[gt_key] = np.ascontiguousarray(sample[gt_key][gt_win])
+        out[gt_key] = sample[gt_key][gt_win] / np.float32(scale)  # 0 (no return) stays 0
     return out
 
 

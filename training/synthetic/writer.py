@@ -8,7 +8,6 @@ half-written, and `depth_fusion_ros.ms2.read_split` says so.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from collections.abc import Callable
 from dataclasses import asdict
@@ -17,6 +16,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from depth_fusion_ros.fileio import atomic_write_text
 from depth_fusion_ros.ms2 import SPLITS
 
 from .render import SequenceRenderer, SequenceSpec
@@ -64,16 +64,10 @@ def write_sequence(root: Path, spec: SequenceSpec,
         tmp.rename(final)
 
 
-def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 def write_lists(root: Path, specs: list[SequenceSpec], meta: dict) -> None:
     """Split lists (every split, possibly empty) and `synthetic.json`, the dataset's last files."""
     for split in SPLITS:
         names = [s.name for s in specs if s.split == split]
-        _atomic_write(root / f"{split}_list.txt", "".join(f"{n}\n" for n in names))
+        atomic_write_text(root / f"{split}_list.txt", "".join(f"{n}\n" for n in names))
     meta = {"args": meta, "sequence_specs": [asdict(s) for s in specs]}
-    _atomic_write(root / "synthetic.json", json.dumps(meta, indent=2) + "\n")
+    atomic_write_text(root / "synthetic.json", json.dumps(meta, indent=2) + "\n")
