@@ -38,6 +38,12 @@ def pack_rgb(rgb: np.ndarray) -> np.ndarray:
     return bgra.view("<f4")[..., 0]
 
 
+def unpack_rgb(packed: np.ndarray) -> np.ndarray:
+    """Inverse of pack_rgb: [...] float32 0x00RRGGBB -> [..., 3] uint8 RGB."""
+    bgra = np.ascontiguousarray(packed, dtype=np.float32)[..., None].view(np.uint8)  # [..., 4]
+    return np.ascontiguousarray(bgra[..., 2::-1])  # B, G, R -> R, G, B
+
+
 def xyz_intensity_points(depth_m: np.ndarray, rays: Rays, stride: int, intensity: np.ndarray,
                          out: np.ndarray | None = None) -> np.ndarray:
     """[h, w, 4] float32 points x, y, z, intensity.

@@ -54,11 +54,6 @@ def image_to_numpy(msg: Image, allowed: tuple[str, ...] | None = None) -> np.nda
             "unsupported_encoding",
             f"encoding '{msg.encoding}' is not supported (supported: {sorted(ENCODINGS)})",
         )
-    if allowed is not None and msg.encoding not in allowed:  # before any scan of the pixels
-        raise ImageDecodeError(
-            "unsupported_encoding",
-            f"encoding '{msg.encoding}' not accepted here (send one of {list(allowed)})",
-        )
     dtype, channels = ENCODINGS[msg.encoding]
     row_bytes = width * channels * dtype.itemsize
     if step < row_bytes:
@@ -82,6 +77,13 @@ def image_to_numpy(msg: Image, allowed: tuple[str, ...] | None = None) -> np.nda
         pixels = pixels.astype(dtype)  # byte swap to native order (copy)
     if dtype.kind == "f" and not np.isfinite(pixels).all():
         raise ImageDecodeError("non_finite", f"{msg.encoding} image contains NaN or inf")
+    # After the scan on purpose: a float image with NaN sent to an integer-only input is
+    # reported as non_finite, the more specific reason (DESIGN: NaN/inf input is its own case).
+    if allowed is not None and msg.encoding not in allowed:
+        raise ImageDecodeError(
+            "unsupported_encoding",
+            f"encoding '{msg.encoding}' not accepted here (send one of {list(allowed)})",
+        )
     return pixels
 
 

@@ -12,6 +12,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from depth_fusion_ros.metrics import resize_prediction
 from depth_fusion_ros.preprocess import NORM_MEAN, NORM_STD
 
 DEPTH_COLORMAP = cv2.COLORMAP_TURBO
@@ -97,8 +98,7 @@ def colorize_error(pred_m: np.ndarray, gt_m: np.ndarray, *, max_abs_rel: float =
     """
     gt = np.asarray(gt_m, dtype=np.float32)
     pred = np.asarray(pred_m, dtype=np.float32)
-    if pred.shape != gt.shape:
-        pred = cv2.resize(pred, (gt.shape[1], gt.shape[0]), interpolation=cv2.INTER_LINEAR)
+    pred = resize_prediction(pred, gt.shape)  # the evaluation's own bilinear resize
     valid = np.isfinite(gt) & (gt > 0) & np.isfinite(pred)
     err = np.zeros_like(gt)
     err[valid] = np.abs(pred[valid] - gt[valid]) / gt[valid]

@@ -91,3 +91,13 @@ def test_cloud_layout_and_rgb_packing():
     xyz_rgb_points(depth, rays, 1, rgb, out=view)
     packed = cloud_to_numpy(cloud)[..., 3].copy().view(np.uint32)
     assert (packed == 0x00123456).all() and cloud.fields[3].name == "rgb"
+
+
+def test_unpack_rgb_inverts_pack_rgb():
+    from depth_fusion_ros.clouds import pack_rgb, unpack_rgb
+
+    rgb = np.random.default_rng(3).integers(0, 256, (4, 5, 3), dtype=np.uint8)
+    packed = pack_rgb(rgb)
+    assert packed.dtype == np.float32 and packed.shape == (4, 5)
+    assert int(packed[0, 0:1].view(np.uint32)[0]) == (int(rgb[0, 0, 0]) << 16) | (int(rgb[0, 0, 1]) << 8) | int(rgb[0, 0, 2])
+    np.testing.assert_array_equal(unpack_rgb(packed), rgb)

@@ -124,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="a reduced demo (few frames, few steps) for CI smoke tests")
     args = parser.parse_args(argv)
     if args.quick:
-        args.frames, args.max_steps = min(args.frames, 6), args.max_steps or 4
+        args.frames, args.max_steps = min(args.frames, 10), args.max_steps or 4
     out: Path = args.out.resolve()
     out.mkdir(parents=True, exist_ok=True)
     timings: dict[str, float] = {}

@@ -11,9 +11,9 @@ import numpy as np
 
 from depth_fusion_ros import ms2
 from depth_fusion_ros.backends import create_backend
-from depth_fusion_ros.clouds import cloud_to_numpy
+from depth_fusion_ros.clouds import cloud_to_numpy, unpack_rgb
 from depth_fusion_ros.metrics import format_metrics_table
-from depth_fusion_ros.preprocess import preprocess_rgb, preprocess_thermal
+from depth_fusion_ros.preprocess import percentile_bounds, preprocess_rgb, preprocess_thermal
 from depth_fusion_ros.viz import colorize_depth, colorize_error, contact_sheet, save_png, write_ply
 
 
@@ -24,9 +24,9 @@ def _frame_row(backend, root: Path, seq: str, frame: str, max_depth_m: float) ->
     depth = backend.infer(preprocess_thermal(thermal_raw, size)[None], preprocess_rgb(rgb_raw, size)[None])
     gt_thr = ms2.read_depth(root, seq, "thr", frame)
     gt_rgb = ms2.read_depth(root, seq, "rgb", frame)
-    thermal_view = (thermal_raw.astype(np.float32) - np.percentile(thermal_raw, 1)) / max(
-        float(np.percentile(thermal_raw, 99) - np.percentile(thermal_raw, 1)), 1.0)
-    thermal_u8 = (np.clip(thermal_view, 0, 1) * 255).astype(np.uint8)
+    low, high = percentile_bounds(thermal_raw, 1.0, 99.0)  # as the network sees it
+    thermal_unit = (thermal_raw.astype(np.float32) - low) / max(high - low, 1)
+    thermal_u8 = (np.clip(thermal_unit, 0, 1) * 255).astype(np.uint8)
     row = [(f"{seq} #{frame} thermal", thermal_u8), ("RGB", rgb_raw)]
     if "thermal" in depth:
         row.append(("thermal-view depth", colorize_depth(depth["thermal"], max_depth_m)))
@@ -65,9 +65,7 @@ def write_clouds(clouds: dict, out_dir: Path) -> list[Path]:
         if view == "thermal":
             write_ply(path, points[..., :3], intensity=points[..., 3])
         else:
-            packed = np.ascontiguousarray(points[..., 3]).view(np.uint32)
-            rgb = np.stack([(packed >> 16) & 255, (packed >> 8) & 255, packed & 255], axis=-1).astype(np.uint8)
-            write_ply(path, points[..., :3], rgb=rgb)
+            write_ply(path, points[..., :3], rgb=unpack_rgb(points[..., 3]))
         paths.append(path)
     return paths
 
@@ -88,7 +86,8 @@ def metrics_rows(offline: dict, live: dict) -> dict[str, dict[str, float]]:
 def summary_markdown(rows: dict, ros: dict, files: dict[str, list[Path]], timings: dict[str, float]) -> str:
     """The demo's summary.md (also printed)."""
     status = ros.get("node_diagnostics", {})
-    stage_keys = [k for k in status if "ms" in k]
+    # latency_ms compares bag stamps with the wall clock here: meaningless in a replay without /clock
+    stage_keys = [k for k in status if k.endswith("_ms") and k != "latency_ms"]
     lines = ["# depth_fusion_ros demo summary", "",
              "Metrics (abs_rel, sq_rel, rmse in m, rmse_log, d1-d3); 'metric' = no scaling, "
              "'median' = per-image median scaling as in the MS2 benchmark.", "",

@@ -39,10 +39,11 @@ def write_params(out_dir: Path, model_path: Path) -> tuple[Path, Path]:
     node = yaml.safe_load((REPO_ROOT / "config" / "depth_fusion.yaml").read_text())
     node_params = node["depth_fusion"]["ros__parameters"]
     # Replay over loopback: reliable input so no frame of the evaluation is lost in a socket buffer
-    # (best effort, the camera default, drops large images when this 2-core machine is busy), and
-    # bag time from /clock so the stamp-to-publish latency is measured on the bag's clock.
+    # (best effort, the camera default, drops large images when this 2-core machine is busy).
+    # Wall-clock time, not /clock: with use_sim_time and the pip-only player's /clock, the node
+    # intermittently received no camera_info during a short replay (seen here, not root-caused).
     node_params.update(model_path=str(model_path.resolve()), backend="onnxruntime", device="cpu",
-                       input_qos="reliable", use_sim_time=True)
+                       input_qos="reliable")
     evaluator = yaml.safe_load((REPO_ROOT / "config" / "evaluator.yaml").read_text())
     eval_params = evaluator["depth_fusion_evaluator"]["ros__parameters"]
     eval_params.update(csv_path=str((out_dir / "live_metrics.csv").resolve()),
@@ -125,10 +126,10 @@ def run_ros_stage(bag: Path, model_path: Path, out_dir: Path, *, n_frames: int,
             [console_script("depth_fusion_node"), "--ros-args", "--params-file", str(node_params)],
             stdout=logs["node"], stderr=subprocess.STDOUT, env=env)
         procs["player"] = subprocess.Popen(
-            [console_script("depth_fusion_bag_player"), str(bag), "--rate", str(rate), "--clock",
+            [console_script("depth_fusion_bag_player"), str(bag), "--rate", str(rate),
              "--wait-for-subscribers", "1", "--wait-timeout", "120", "--quiet",
              # discovery is two-sided: give the subscribers a moment to match the player too
-             "--start-delay", "1.5"],
+             "--start-delay", "3.0"],
             stdout=logs["player"], stderr=subprocess.STDOUT, env=env)
         play_start = time.monotonic()
         while procs["player"].poll() is None:

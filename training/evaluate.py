@@ -26,7 +26,7 @@ from depth_fusion_ros.metrics import (
     format_metrics_table,
     resize_prediction,
 )
-from depth_fusion_ros.ms2 import read_split
+from depth_fusion_ros.ms2 import TEST_SPLITS, read_split
 from depth_fusion_ros.viz import (
     colorize_depth,
     colorize_error,
@@ -35,7 +35,6 @@ from depth_fusion_ros.viz import (
     save_png,
 )
 
-TEST_SPLITS = ("test_day", "test_night", "test_rainy")
 MODES = {"metric": False, "median": True}
 
 

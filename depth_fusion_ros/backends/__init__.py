@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 
 from depth_fusion_ros.backends.base import Backend
-from depth_fusion_ros.metadata import EXTENSION_FORMATS, load_metadata
+from depth_fusion_ros.metadata import format_for_path, load_metadata
 
 BACKENDS = ("auto", "onnxruntime", "tensorrt", "torch")
 _FORMAT_BACKEND = {"onnx": "onnxruntime", "engine": "tensorrt", "pt2": "torch"}
@@ -36,13 +36,7 @@ def create_backend(
     """
     if backend not in BACKENDS:
         raise ValueError(f"parameter backend={backend!r}: expected one of {', '.join(BACKENDS)}")
-    suffix = os.path.splitext(str(model_path))[1].lower()
-    if suffix not in EXTENSION_FORMATS:
-        raise ValueError(
-            f"model file {model_path}: unknown extension {suffix!r}; expected .onnx (onnxruntime), "
-            ".engine (tensorrt) or .pt2 (torch)"
-        )
-    fmt = EXTENSION_FORMATS[suffix]
+    fmt = format_for_path(model_path)  # ValueError naming the file for an unknown extension
     chosen = _FORMAT_BACKEND[fmt] if backend == "auto" else backend
     if chosen != _FORMAT_BACKEND[fmt]:
         raise ValueError(
