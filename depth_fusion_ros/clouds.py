@@ -13,7 +13,7 @@ import cv2
 import numpy as np
 from sensor_msgs.msg import PointCloud2, PointField
 
-from depth_fusion_ros.geometry import Rays
+from depth_fusion_ros.geometry import Rays, xyz_planes
 from depth_fusion_ros.ros_image import bytes_to_array, new_byte_array
 
 POINT_STEP = 16  # 4 float32 per point
@@ -69,10 +69,7 @@ def _points(depth_m: np.ndarray, rays: Rays, stride: int, fourth: np.ndarray,
     points = np.empty(rays.x_per_z.shape + (4,), np.float32) if out is None else out  # [h, w, 4]
     if points.shape != rays.x_per_z.shape + (4,) or points.dtype != np.float32:
         raise ValueError(f"point buffer {points.shape} {points.dtype} does not fit the grid")
-    z = np.ascontiguousarray(depth_m[::stride, ::stride])  # [h, w]
-    if z.shape != rays.x_per_z.shape:
-        raise ValueError(f"depth grid {z.shape} does not match rays {rays.x_per_z.shape}")
-    planes = [rays.x_per_z * z, rays.y_per_z * z, z, np.ascontiguousarray(fourth)]
+    planes = [*xyz_planes(depth_m, rays, stride), np.ascontiguousarray(fourth)]
     # Contiguous planes then one SIMD interleave (cv2.merge) beat four strided numpy writes.
     merged = cv2.merge(planes, dst=points)
     if not np.shares_memory(merged, points):  # cv2 had to reallocate: copy into the buffer

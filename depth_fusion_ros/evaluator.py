@@ -44,6 +44,7 @@ from depth_fusion_ros.metrics import (
     compute_depth_metrics,
     format_metrics_table,
 )
+from depth_fusion_ros.ros_image import image_to_numpy
 
 # name -> (default, description): the one table of declared parameters (launch tests parse it).
 PARAMETERS: dict[str, tuple[object, str]] = {
@@ -85,16 +86,9 @@ def stamp_ns_of(msg: Image) -> int:
 def depth_to_numpy(msg: Image) -> np.ndarray:
     """[H, W] f32 metres from a 32FC1 Image, NaN kept (invalid depth is NaN by REP 118).
 
-    ros_image.image_to_numpy rejects non-finite 32FC1 images (right for inputs, wrong for depth
-    outputs), so depth is decoded here.
+    Raises ImageDecodeError (a ValueError) naming the problem: wrong encoding or layout.
     """
-    if msg.encoding != "32FC1":
-        raise ValueError(f"encoding {msg.encoding!r}, expected 32FC1 metres")
-    height, width, step = int(msg.height), int(msg.width), int(msg.step)
-    if height == 0 or width == 0 or step < width * 4 or step * height != len(msg.data):
-        raise ValueError(f"{width}x{height} step {step} does not fit {len(msg.data)} data bytes")
-    rows = np.frombuffer(msg.data, dtype=np.uint8).reshape(height, step)[:, :width * 4]
-    return np.ascontiguousarray(rows).view(">f4" if msg.is_bigendian else "<f4").astype(np.float32)
+    return image_to_numpy(msg, ("32FC1",), allow_non_finite=True)
 
 
 def _kv(key: str, value) -> KeyValue:

@@ -33,13 +33,16 @@ class ImageDecodeError(ValueError):
         self.reason = reason
 
 
-def image_to_numpy(msg: Image, allowed: tuple[str, ...] | None = None) -> np.ndarray:
+def image_to_numpy(msg: Image, allowed: tuple[str, ...] | None = None, *,
+                   allow_non_finite: bool = False) -> np.ndarray:
     """Validated view of an Image's pixels.
 
     Args:
         msg: the message; mono16/16UC1 -> [H, W] u16, mono8/8UC1 -> [H, W] u8,
             rgb8/bgr8/8UC3 -> [H, W, 3] u8 (channel order as sent), 32FC1 -> [H, W] f32.
         allowed: encodings the caller accepts (None = all of ENCODINGS).
+        allow_non_finite: keep NaN/inf in float images (depth outputs: NaN = invalid, REP 118);
+            inputs keep the default and reject them.
     Returns:
         The pixels, native byte order; a view of msg.data when no byte swap is needed.
     Raises:
@@ -75,7 +78,7 @@ def image_to_numpy(msg: Image, allowed: tuple[str, ...] | None = None) -> np.nda
     pixels = rows.view(wire).reshape((height, width, channels) if channels > 1 else (height, width))
     if wire != dtype:
         pixels = pixels.astype(dtype)  # byte swap to native order (copy)
-    if dtype.kind == "f" and not np.isfinite(pixels).all():
+    if dtype.kind == "f" and not allow_non_finite and not np.isfinite(pixels).all():
         raise ImageDecodeError("non_finite", f"{msg.encoding} image contains NaN or inf")
     # After the scan on purpose: a float image with NaN sent to an integer-only input is
     # reported as non_finite, the more specific reason (DESIGN: NaN/inf input is its own case).

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import numpy as np
 
+from depth_fusion_ros.ms2 import DEPTH_SCALE  # MS2 PNG convention: metres * 256
+
 from .raycast import CameraRays, Hits
 
 N_BEAMS = 64
 BEAM_LOW_DEG, BEAM_HIGH_DEG = -24.8, 2.0  # an HDL-64-like vertical field of view
 MAX_DEPTH_M = 80.0
-DEPTH_SCALE = 256.0  # MS2 PNG convention: metres * 256
 
 
 def lidar_depth_png(hits: Hits, rays: CameraRays, pts, lidar_m: np.ndarray,
