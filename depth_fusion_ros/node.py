@@ -108,10 +108,12 @@ class DepthFusionNode(Node):
         qos = qos_profile(self.params.input_qos)
         self.image_topics, self.info_topics = {}, {}
         for stream, view in enumerate(VIEWS):
-            image_sub = self.create_subscription(
-                Image, f"{view}/image_raw", lambda m, s=stream: self._on_image(s, m), qos)
+            # camera_info first: the executor serves ready subscriptions in creation order, so an
+            # info that arrives with its image is cached before the image forms a pair.
             info_sub = self.create_subscription(
                 CameraInfo, f"{view}/camera_info", lambda m, v=view: self._on_info(v, m), qos)
+            image_sub = self.create_subscription(
+                Image, f"{view}/image_raw", lambda m, s=stream: self._on_image(s, m), qos)
             self.image_topics[view] = image_sub.topic_name
             self.info_topics[view] = info_sub.topic_name
 
@@ -149,14 +151,8 @@ class DepthFusionNode(Node):
                       "(bag loop or clock reset): pairing restarted")
         elif self.sync.stats.repeated[stream] > before[1]:
             self._bad(topic, "stamp_repeated", "same stamp as the previous message")
-        if pair is None:
-            return
-        for view_ in self.views:
-            if self._infos[view_] is None:
-                self._bad(self.info_topics[view_], "no_camera_info",
-                          "no valid camera_info yet: the pair is dropped; publish camera_info")
-                return
-        self.slot.put((pair[0], pair[1], self._infos["thermal"], self._infos["rgb"]))
+        if pair is not None:
+            self.slot.put(pair)
 
     # --- worker thread: inference and publishing -------------------------------------------------
     def _work(self) -> None:
@@ -170,7 +166,9 @@ class DepthFusionNode(Node):
                 continue
             next_s = time.monotonic() + period_s
             try:
-                self._process(*item)
+                # The latest camera_infos when the pair is processed (latest wins); a view with
+                # none yet is dropped by the pipeline as no_camera_info.
+                self._process(*item, self._infos["thermal"], self._infos["rgb"])
             except BadInput as err:
                 topic = (self.image_topics if err.source == "image" else self.info_topics)[err.view]
                 self._bad(topic, err.reason, str(err))
