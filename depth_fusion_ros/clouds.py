@@ -14,7 +14,7 @@ import numpy as np
 from sensor_msgs.msg import PointCloud2, PointField
 
 from depth_fusion_ros.geometry import Rays, xyz_planes
-from depth_fusion_ros.ros_image import bytes_to_array, new_byte_array
+from depth_fusion_ros.ros_image import new_byte_array
 
 POINT_STEP = 16  # 4 float32 per point
 
@@ -101,16 +101,8 @@ def make_cloud(points: np.ndarray, fourth_name: str, header=None) -> PointCloud2
     """PointCloud2 from a [h, w, 4] float32 grid (fields x, y, z, `fourth_name`)."""
     if points.ndim != 3 or points.shape[2] != 4 or points.dtype != np.float32:
         raise ValueError(f"points must be [h, w, 4] float32, got {points.shape} {points.dtype}")
-    msg = PointCloud2()
-    if header is not None:
-        msg.header = header
-    msg.height, msg.width = int(points.shape[0]), int(points.shape[1])
-    msg.fields = _fields(fourth_name)
-    msg.is_bigendian = False
-    msg.point_step = POINT_STEP
-    msg.row_step = POINT_STEP * msg.width
-    msg.is_dense = False
-    msg.data = bytes_to_array(points)
+    msg, view = empty_cloud(points.shape[0], points.shape[1], fourth_name, header)
+    view[...] = points
     return msg
 
 

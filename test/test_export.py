@@ -15,9 +15,9 @@ from training import export as export_mod
 
 def _torch_reference(ckpt_path, height=None, width=None):
     """Eager PyTorch depth for the export's seeded sample input: {view: [H, W]}."""
-    from training.checkpoint import load_checkpoint
+    from training.checkpoint import load_checkpoint, model_from_checkpoint
 
-    model, cfg = export_mod.load_model(load_checkpoint(ckpt_path), height, width)
+    model, cfg = model_from_checkpoint(load_checkpoint(ckpt_path), height, width)
     feeds = export_mod.sample_inputs(cfg.height, cfg.width)
     with torch.inference_mode():
         out = model(torch.from_numpy(feeds["thermal"]), torch.from_numpy(feeds["rgb"]))

@@ -98,3 +98,22 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         raise CheckpointError(f"checkpoint {path} lacks {missing}; expected the keys "
                               f"{list(CHECKPOINT_KEYS)} written by training.train")
     return payload
+
+
+def model_from_checkpoint(payload: dict, height: int | None = None, width: int | None = None):
+    """(network in eval mode on CPU, its ModelConfig) rebuilt from a loaded checkpoint.
+
+    The network comes from the checkpoint's saved model config, input size optionally overridden;
+    weights load strictly (a missing or unexpected key is an error, never silently dropped).
+    """
+    from training.model import ModelConfig, build_model
+
+    model_cfg = dict(payload["config"]["model"])
+    if height is not None:
+        model_cfg["height"] = int(height)
+    if width is not None:
+        model_cfg["width"] = int(width)
+    cfg = ModelConfig.from_dict(model_cfg)
+    model = build_model(cfg)
+    model.load_state_dict(payload["model"], strict=True)
+    return model.eval(), cfg

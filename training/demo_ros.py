@@ -131,7 +131,6 @@ def run_ros_stage(bag: Path, model_path: Path, out_dir: Path, *, n_frames: int,
              # discovery is two-sided: give the subscribers a moment to match the player too
              "--start-delay", "3.0"],
             stdout=logs["player"], stderr=subprocess.STDOUT, env=env)
-        play_start = time.monotonic()
         while procs["player"].poll() is None:
             rclpy.spin_once(node, timeout_sec=0.05)
             for name in ("node", "evaluator"):
@@ -152,10 +151,10 @@ def run_ros_stage(bag: Path, model_path: Path, out_dir: Path, *, n_frames: int,
         rclpy.shutdown()
         for handle in logs.values():
             handle.close()
-    return _figures(listener, play_start, out_dir)
+    return _figures(listener, out_dir)
 
 
-def _figures(listener: Listener, play_start: float, out_dir: Path) -> dict:
+def _figures(listener: Listener, out_dir: Path) -> dict:
     stamps = listener.depth_stamps["thermal"]
     rate = 0.0
     if len(stamps) >= 2:

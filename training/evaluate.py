@@ -99,13 +99,11 @@ def run_evaluation(model: torch.nn.Module, dataset, *, device: torch.device, max
 
 def load_model(checkpoint: str | Path, device: torch.device) -> tuple[torch.nn.Module, dict]:
     """Rebuild the network from a checkpoint's saved model config and load its weights."""
-    from training.checkpoint import load_checkpoint
-    from training.model import ModelConfig, build_model
+    from training.checkpoint import load_checkpoint, model_from_checkpoint
 
     payload = load_checkpoint(checkpoint)
-    model = build_model(ModelConfig.from_dict(payload["config"]["model"]))
-    model.load_state_dict(payload["model"])
-    return model.to(device).eval(), payload
+    model, _ = model_from_checkpoint(payload)
+    return model.to(device), payload
 
 
 def evaluate_checkpoint(checkpoint: str | Path, data_root: str | Path, split: str = "test_day", *,

@@ -99,21 +99,6 @@ def sample_inputs(height: int, width: int, seed: int = 0) -> dict[str, np.ndarra
     }
 
 
-def load_model(ckpt: dict, height: int | None, width: int | None):
-    """Builds the network of a checkpoint (size optionally overridden) in eval mode on CPU."""
-    from training.model import ModelConfig, build_model
-
-    model_cfg = dict(ckpt["config"]["model"])
-    if height is not None:
-        model_cfg["height"] = int(height)
-    if width is not None:
-        model_cfg["width"] = int(width)
-    cfg = ModelConfig.from_dict(model_cfg)
-    model = build_model(cfg)
-    model.load_state_dict(ckpt["model"], strict=True)
-    return model.eval(), cfg
-
-
 def check_onnx_graph(path: Path) -> dict:
     """onnx.checker plus the op whitelist; returns {"opset": n, "ops": sorted op types}.
 
@@ -293,7 +278,7 @@ def export_checkpoint(ckpt_path, out_path, fmt: str = "onnx", views=None, height
     Returns:
         the model path. Raises ExportError when a graph or parity check fails.
     """
-    from training.checkpoint import load_checkpoint
+    from training.checkpoint import load_checkpoint, model_from_checkpoint
 
     out = Path(out_path)
     if fmt not in ("onnx", "pt2") or out.suffix != f".{fmt}":
@@ -301,7 +286,7 @@ def export_checkpoint(ckpt_path, out_path, fmt: str = "onnx", views=None, height
     if precision != "fp32" and fmt == "onnx":
         raise ValueError("ONNX exports are fp32; build an fp16/int8 engine with training.build_engine")
     ckpt = load_checkpoint(ckpt_path)
-    model, cfg = load_model(ckpt, height, width)
+    model, cfg = model_from_checkpoint(ckpt, height, width)
     views = _resolve_views(views, cfg)
     inputs = MODALITY_INPUTS[cfg.modality]
     wrapper = _DepthExportWrapper(model, inputs, views).eval()
