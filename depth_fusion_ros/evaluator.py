@@ -4,17 +4,20 @@ For each view (default thermal and rgb) it subscribes a predicted depth image (3
 default `thermal/depth/image`, `rgb/depth/image`) and a ground-truth depth image (32FC1 metres,
 NaN or 0 = no measurement, default `/gt/thermal/depth`, `/gt/rgb/depth` as written by
 `ms2_to_bag`), pairs them by exact header stamp (bounded buffers: a frame the node dropped simply
-never pairs), and computes the seven metrics of `depth_fusion_ros.metrics` twice per frame:
+never pairs), and computes the nine metrics of `depth_fusion_ros.metrics` twice per frame:
 metric (no scaling) and median-scaled (MS2 benchmark convention), the prediction resized to the
-GT size.
+GT size. Every valid GT pixel is scored: a pixel the node published as NaN (outside its
+[min_depth_m, max_depth_m]) counts as a missing prediction, and the fraction of valid GT pixels
+with a prediction is reported as `coverage`.
 
 Published:
 - `/diagnostics` (diagnostic_msgs/DiagnosticArray, every `publish_period_s`): one status per view,
   `depth_fusion_evaluator: <view>`, values = frame counts and running means
-  `metric/<name>`, `median/<name>`.
+  `metric/<name>`, `median/<name>` (names: the nine metrics and `coverage`).
 - `~/metrics` (diagnostic_msgs/DiagnosticArray, one message per evaluated frame, header stamp =
   the frame's stamp): one status named `<view>` with the frame's `frame/metric/<name>`,
-  `frame/median/<name>`, `frame/scale`, `frame/valid_px` and the running means as above.
+  `frame/median/<name>`, `frame/scale`, `frame/valid_px`, `frame/coverage` and the running means
+  as above.
 
 Files: `csv_path` gets one row per evaluated frame per view (written as frames arrive);
 `summary_path` gets a Markdown table at shutdown (Ctrl-C / SIGTERM included), which is also
@@ -61,8 +64,8 @@ PARAMETERS: dict[str, tuple[object, str]] = {
     "publish_period_s": (1.0, "period of the /diagnostics summary (s)"),
     "input_qos": ("reliable", "subscription QoS: reliable | sensor_data (best effort)"),
 }
-CSV_COLUMNS = (["stamp_ns", "view", "valid_px", "scale"] + [f"metric_{n}" for n in METRIC_NAMES]
-               + [f"median_{n}" for n in METRIC_NAMES])
+CSV_COLUMNS = (["stamp_ns", "view", "valid_px", "coverage", "scale"]
+               + [f"metric_{n}" for n in METRIC_NAMES] + [f"median_{n}" for n in METRIC_NAMES])
 
 
 @dataclass
@@ -169,7 +172,8 @@ class DepthEvaluator(Node):
         if metric is None:
             return  # no valid GT pixel in this frame: counted as skipped
         if self._csv is not None:
-            self._csv.writerow([stamp_ns, state.name, metric["valid_px"], f"{median['scale']:.6g}"]
+            self._csv.writerow([stamp_ns, state.name, metric["valid_px"],
+                                f"{metric['coverage']:.6g}", f"{median['scale']:.6g}"]
                                + [f"{metric[n]:.6g}" for n in METRIC_NAMES]
                                + [f"{median[n]:.6g}" for n in METRIC_NAMES])
             self._csv_file.flush()
@@ -177,7 +181,8 @@ class DepthEvaluator(Node):
         status.values = ([_kv(f"frame/metric/{n}", metric[n]) for n in METRIC_NAMES]
                          + [_kv(f"frame/median/{n}", median[n]) for n in METRIC_NAMES]
                          + [_kv("frame/scale", median["scale"]),
-                            _kv("frame/valid_px", metric["valid_px"])] + status.values)
+                            _kv("frame/valid_px", metric["valid_px"]),
+                            _kv("frame/coverage", metric["coverage"])] + status.values)
         out = DiagnosticArray(status=[status])
         out.header.stamp.sec, out.header.stamp.nanosec = divmod(stamp_ns, 1_000_000_000)
         self.metrics_pub.publish(out)

@@ -9,6 +9,10 @@ CVPR 2023, and the dataset's public loader code:
     <root>/sync_data/<seq>/calib.npy                         pickled dict, translations in mm
     <root>/proj_depth/<seq>/{rgb,thr}/depth_filtered/NNNNNN.png  uint16, metres * 256, 0 = none
     <root>/{train,val,test_day,test_night,test_rainy}_list.txt   one sequence name per line
+    <root>/sync_data/<seq>/gps_imu/data/NNNNNN.txt           optional GNSS/IMU record per frame:
+        one number per line, the velocity (m/s) on lines 8-10 (as MS2's static-frame filter reads it)
+    <root>/conditions.txt                                    optional, this project's: one
+        `<seq> <day|night|rain>` per line (MS2 does not store the condition of train sequences)
 
 Every error a user can hit names the file it was looking for (and the list file or sequence it
 came from) so a broken download or a wrong `--data-root` is obvious.
@@ -24,6 +28,9 @@ SPLITS = ("train", "val", "test_day", "test_night", "test_rainy")
 TEST_SPLITS = ("test_day", "test_night", "test_rainy")  # split "test" is their union
 VIEWS = ("thr", "rgb")
 DEPTH_SCALE = 256.0  # MS2 depth PNGs hold metres * 256
+CONDITIONS = ("day", "night", "rain")
+TEST_SPLIT_CONDITION = {"test_day": "day", "test_night": "night", "test_rainy": "rain"}
+GPS_VELOCITY_LINES = slice(7, 10)  # 0-based lines 7..9: velocity components in m/s
 THERMAL_HW = (256, 640)
 RGB_HW = (384, 1224)
 
@@ -148,6 +155,60 @@ def read_depth(root: str | Path, seq: str, view: str, frame: str,
         raise MS2FormatError(f"depth map {path} is {image.dtype} {image.shape}, "
                              f"expected [H, W] uint16 (metres * 256)")
     return image.astype(np.float32) / DEPTH_SCALE
+
+
+def gps_imu_path(root: str | Path, seq: str, frame: str) -> Path:
+    """`sync_data/<seq>/gps_imu/data/<frame>.txt`."""
+    return Path(root) / "sync_data" / seq / "gps_imu" / "data" / f"{frame}.txt"
+
+
+def read_speed_mps(root: str | Path, seq: str, frame: str) -> float:
+    """Vehicle speed (m/s) of a frame: the norm of the velocity in its GNSS/IMU record."""
+    path = gps_imu_path(root, seq, frame)
+    if not path.is_file():
+        raise MS2FormatError(f"GNSS/IMU record {path} does not exist; the static-frame filter "
+                             "(data.min_speed_mps) needs one per frame, or set it to 0")
+    lines = path.read_text().split()
+    try:
+        velocity = np.array([float(v) for v in lines[GPS_VELOCITY_LINES]], np.float64)
+    except ValueError as exc:
+        raise MS2FormatError(f"GNSS/IMU record {path}: lines 8-10 are not numbers ({exc})") from exc
+    if velocity.size != 3 or not np.isfinite(velocity).all():
+        raise MS2FormatError(f"GNSS/IMU record {path} has no finite velocity on lines 8-10 "
+                             f"(found {lines[GPS_VELOCITY_LINES]})")
+    return float(np.linalg.norm(velocity))
+
+
+def format_gps_imu(velocity_mps: np.ndarray) -> str:
+    """A GNSS/IMU record as `read_speed_mps` reads it: 10 lines, velocity on lines 8-10; the
+    other fields (position, attitude) are written as 0 (the synthetic data does not model them)."""
+    values = np.zeros(10)
+    values[GPS_VELOCITY_LINES] = np.asarray(velocity_mps, np.float64).reshape(3)
+    return "".join(f"{v:.6f}\n" for v in values)
+
+
+def conditions_path(root: str | Path) -> Path:
+    return Path(root) / "conditions.txt"
+
+
+def read_conditions(root: str | Path) -> dict[str, str]:
+    """Condition (day / night / rain) of each sequence that has a known one: from the test
+    split lists (their names say it) and from `conditions.txt` (`<seq> <condition>` per line)."""
+    known: dict[str, str] = {}
+    for split, condition in TEST_SPLIT_CONDITION.items():
+        if split_list_path(root, split).is_file():
+            known.update(dict.fromkeys(read_split(root, split), condition))
+    path = conditions_path(root)
+    if path.is_file():
+        for number, line in enumerate(path.read_text().splitlines(), start=1):
+            tokens = line.split()
+            if not tokens or tokens[0].startswith("#"):
+                continue
+            if len(tokens) != 2 or tokens[1] not in CONDITIONS:
+                raise MS2FormatError(f"{path} line {number}: expected '<sequence> <condition>' "
+                                     f"with a condition in {CONDITIONS}, got {line.strip()!r}")
+            known[tokens[0]] = tokens[1]
+    return known
 
 
 def timestamp_path(root: str | Path, seq: str, view: str) -> Path:

@@ -135,6 +135,7 @@ def test_evaluator_process_metrics_csv_and_summary(ros_node, tmp_path):
             assert values["frame/median/abs_rel"] == pytest.approx(0.0, abs=1e-5)
             assert values["frame/scale"] == pytest.approx(1 / 1.1, rel=1e-5)
             assert values["frame/metric/d1"] == pytest.approx(1.0)
+            assert values["frame/coverage"] == 1.0
     assert by_view["rgb"][0]["frame/valid_px"] == 96 * 306 - 32 * 306  # every 3rd row NaN
     rows = list(csv.DictReader(csv_path.open()))
     assert len(rows) == 6 and {r["view"] for r in rows} == {"thermal", "rgb"}

@@ -197,9 +197,22 @@ def test_load_pretrained_encoder_round_trip(tmp_path):
         load_pretrained_encoder(fresh, truncated)
     assert torch.equal(fresh.encoder.layers[0].blocks[0].attn.qkv.weight,
                        _tiny().encoder.layers[0].blocks[0].attn.qkv.weight)  # left untouched
-    # Wrong variant: a clear shape error.
-    with pytest.raises(ValueError, match="wrong variant"):
+    # Wrong variant: an error naming both sizes.
+    with pytest.raises(ValueError, match=r"checkpoint is tiny \(C=16, depths \(1, 1, 2, 1\)\).*"
+                                         r"swin_t \(C=96, depths \(2, 2, 6, 2\)\): wrong variant"):
         load_pretrained_encoder(build_model(ModelConfig(variant="swin_t")), official)
+
+
+def test_swin_s_checkpoint_refused_by_swin_t():
+    """Same widths, more stage-3 blocks: shapes match key by key, so only the block count tells."""
+    swin_s = build_model(ModelConfig(variant="swin_s", height=64, width=64)).encoder
+    official = _official_state_dict(swin_s)
+    target = build_model(ModelConfig(variant="swin_t", height=64, width=64))
+    before = target.encoder.layers[0].blocks[0].attn.qkv.weight.clone()
+    with pytest.raises(ValueError, match=r"checkpoint is swin_s \(C=96, depths \(2, 2, 18, 2\)\) "
+                                         r"but the model's encoder is swin_t"):
+        load_pretrained_encoder(target, official)
+    assert torch.equal(target.encoder.layers[0].blocks[0].attn.qkv.weight, before)
 
 
 def test_timm_layout_loads():

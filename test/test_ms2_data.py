@@ -1,6 +1,8 @@
 """MS2 reader and training loader against a hand-made 2-frame MS2 folder with known pixels."""
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 import torch
@@ -177,3 +179,79 @@ def test_augmentation_seeded_and_dropout(ms2_root):
     assert bool(a["has_thermal"]) != bool(a["has_rgb"])  # exactly one blanked
     blanked = a["thermal"] if not a["has_thermal"] else a["rgb"]
     assert float(blanked.abs().max()) == 0.0
+
+
+def _add_sequence(root, name: str, from_seq: str = SEQ) -> None:
+    """Copy the fixture sequence under another name (hard links keep it cheap)."""
+    import shutil
+
+    for top in ("sync_data", "proj_depth"):
+        shutil.copytree(root / top / from_seq, root / top / name, copy_function=os.link)
+
+
+def _write_speeds(root, seq: str, speeds_mps: list[float]) -> None:
+    folder = root / "sync_data" / seq / "gps_imu" / "data"
+    folder.mkdir(parents=True, exist_ok=True)
+    for i, speed in enumerate(speeds_mps):
+        # velocity along a diagonal, so only its norm is the speed
+        (folder / f"{i:06d}.txt").write_text(ms2.format_gps_imu(np.array([0.6, 0.0, 0.8]) * speed))
+
+
+def test_conditions_filter_drops_rainy_sequences(ms2_root):
+    _add_sequence(ms2_root, "rainy_seq")
+    _add_sequence(ms2_root, "night_seq")
+    (ms2_root / "train_list.txt").write_text(f"{SEQ}\nrainy_seq\nnight_seq\n")
+    (ms2_root / "conditions.txt").write_text("rainy_seq rain\n# comment\nnight_seq night\n")
+    # SEQ is known from test_day_list.txt (day), the others from conditions.txt
+    assert ms2.read_conditions(ms2_root) == {SEQ: "day", "rainy_seq": "rain", "night_seq": "night"}
+    everything = MS2Dataset(ms2_root, "train", height=64, width=128)
+    assert len(everything) == 6 and everything.skipped == {"condition": 0, "static": 0}
+    paper = MS2Dataset(ms2_root, "train", height=64, width=128, conditions=("day", "night"))
+    assert {seq for seq, _ in paper.samples} == {SEQ, "night_seq"}
+    assert paper.skipped == {"condition": 2, "static": 0}
+    only_night = MS2Dataset(ms2_root, "train", height=64, width=128, conditions=("night",))
+    assert [seq for seq, _ in only_night.samples] == ["night_seq", "night_seq"]
+
+
+def test_conditions_filter_errors(ms2_root):
+    _add_sequence(ms2_root, "unknown_seq")
+    (ms2_root / "train_list.txt").write_text(f"{SEQ}\nunknown_seq\n")
+    with pytest.raises(ms2.MS2FormatError, match=r"'unknown_seq'.*train_list.txt.*conditions.txt"):
+        MS2Dataset(ms2_root, "train", conditions=("day",))
+    (ms2_root / "conditions.txt").write_text("unknown_seq foggy\n")
+    with pytest.raises(ms2.MS2FormatError, match=r"conditions.txt line 1.*'unknown_seq foggy'"):
+        ms2.read_conditions(ms2_root)
+    with pytest.raises(ValueError, match="choose from"):
+        MS2Dataset(ms2_root, "train", conditions=("snow",))
+    with pytest.raises(ValueError, match=r"no frames.*'condition': 2"):
+        (ms2_root / "conditions.txt").write_text("unknown_seq rain\n")
+        (ms2_root / "train_list.txt").write_text("unknown_seq\n")
+        MS2Dataset(ms2_root, "train", conditions=("day",))
+
+
+def test_static_frames_dropped_by_gps_speed(ms2_root):
+    _write_speeds(ms2_root, SEQ, [0.4, 5.0])
+    assert ms2.read_speed_mps(ms2_root, SEQ, "000000") == pytest.approx(0.4)
+    moving = MS2Dataset(ms2_root, "train", height=64, width=128, min_speed_mps=1.0)
+    assert moving.samples == [(SEQ, "000001")] and moving.skipped["static"] == 1
+    assert len(MS2Dataset(ms2_root, "train", height=64, width=128)) == 2  # filter off by default
+    (ms2_root / "sync_data" / SEQ / "gps_imu" / "data" / "000001.txt").write_text("1\n2\n")
+    with pytest.raises(ms2.MS2FormatError, match=r"000001.txt has no finite velocity"):
+        MS2Dataset(ms2_root, "train", min_speed_mps=1.0)
+    (ms2_root / "sync_data" / SEQ / "gps_imu" / "data" / "000001.txt").unlink()
+    with pytest.raises(ms2.MS2FormatError, match=r"gps_imu/data/000001.txt does not exist.*"
+                                                 r"min_speed_mps"):
+        MS2Dataset(ms2_root, "train", min_speed_mps=1.0)
+
+
+def test_train_config_validates_protocol_keys(tmp_path):
+    from training.config import ConfigError, load_config
+
+    path = tmp_path / "c.yaml"
+    path.write_text("data:\n  conditions: [day, night]\n  min_speed_mps: 1.0\n")
+    cfg = load_config(path)
+    assert cfg.data.conditions == ("day", "night") and cfg.data.min_speed_mps == 1.0
+    with pytest.raises(ConfigError, match="data.conditions"):
+        load_config(path, ["data.conditions=[day, fog]"])
+    with pytest.raises(ConfigError, match="min_speed_mps"):
+        load_config(path, ["data.min_speed_mps=-1"])

@@ -40,6 +40,24 @@ def test_layout_and_lists(dataset):
     assert not list(dataset.glob("*/*.partial"))
 
 
+def test_conditions_and_speed_records(dataset):
+    """conditions.txt labels every sequence; each frame has a GNSS/IMU record at the scene's speed."""
+    assert ms2.read_conditions(dataset) == {"syn000_day": "day", "syn001_night": "night"}
+    for seq in ("syn000_day", "syn001_night"):
+        spec = SequenceSpec(seq, "x", seq.split("_")[1], FRAMES, _spec_seed(dataset, seq))
+        speed = SequenceRenderer(spec).scene.speed_mps
+        for frame in ms2.list_frames(dataset, seq):
+            assert ms2.read_speed_mps(dataset, seq, frame) == pytest.approx(speed, abs=1e-5)
+            assert 6.0 <= speed <= 12.0
+
+
+def _spec_seed(root, seq: str) -> int:
+    import json
+
+    specs = json.loads((root / "synthetic.json").read_text())["sequence_specs"]
+    return next(s["seed"] for s in specs if s["name"] == seq)
+
+
 def test_calib_keys_and_units(dataset):
     raw = np.load(dataset / "sync_data" / "syn000_day" / "calib.npy", allow_pickle=True).item()
     assert set(raw) == {"K_rgbL", "K_nirL", "K_thrL", "R_rgbR", "T_rgbR", "R_nirR", "T_nirR",

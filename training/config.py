@@ -16,6 +16,7 @@ from typing import Any
 
 import yaml
 
+from depth_fusion_ros.ms2 import CONDITIONS
 from training.data import AugmentConfig
 from training.losses import LossConfig
 from training.model import ModelConfig
@@ -39,6 +40,11 @@ class DataConfig:
     augment: AugmentConfig | None = field(default_factory=AugmentConfig)
     modality_dropout_p: float = 0.0
     num_workers: int = 4
+    # The DMCF paper's training protocol (train split only): e.g. [day, night] drops rainy
+    # sequences (conditions from the test lists and <root>/conditions.txt), and frames slower
+    # than min_speed_mps by their GNSS/IMU record are dropped as static (MS2's filter: 1.0).
+    conditions: tuple[str, ...] | None = None
+    min_speed_mps: float = 0.0
 
 
 @dataclass
@@ -92,6 +98,11 @@ class TrainConfig:
             raise ConfigError(f"optim.amp={self.optim.amp!r}: choose one of {AMP_MODES}")
         if self.optim.batch_size < 1 or self.optim.max_steps < 0:
             raise ConfigError("optim.batch_size must be >= 1 and optim.max_steps >= 0")
+        bad = [c for c in self.data.conditions or () if c not in CONDITIONS]
+        if bad or self.data.conditions == ():
+            raise ConfigError(f"data.conditions={self.data.conditions}: choose from {CONDITIONS}")
+        if self.data.min_speed_mps < 0:
+            raise ConfigError("data.min_speed_mps must be >= 0")
         for key in ("val_every", "ckpt_every", "log_every"):
             if getattr(self.schedule, key) < 1:
                 raise ConfigError(f"schedule.{key} must be >= 1")

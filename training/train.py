@@ -135,7 +135,9 @@ class Trainer:
                   "max_depth_m": model_cfg.max_depth_m}
         train_set = MS2Dataset(cfg.data.root, cfg.data.train_split, train=True,
                                step=cfg.data.step, augment=cfg.data.augment,
-                               modality_dropout_p=cfg.data.modality_dropout_p, **common)
+                               modality_dropout_p=cfg.data.modality_dropout_p,
+                               conditions=cfg.data.conditions,
+                               min_speed_mps=cfg.data.min_speed_mps, **common)
         self.val_set = MS2Dataset(cfg.data.root, cfg.data.val_split, train=False,
                                   step=cfg.data.val_step, **common) if self.is_main else None
         self.sampler = EpochBatchSampler(len(train_set), cfg.optim.batch_size,
@@ -150,6 +152,10 @@ class Trainer:
             generator=torch.Generator().manual_seed(cfg.schedule.seed))
         LOG.info("train: %d frames (%d steps/epoch on this rank), val: %s frames", len(train_set),
                  self.sampler.steps_per_epoch, len(self.val_set) if self.val_set else "-")
+        if any(train_set.skipped.values()):
+            LOG.info("data protocol dropped %d train frames by condition (kept %s) and %d as "
+                     "static (< %.2f m/s)", train_set.skipped["condition"], cfg.data.conditions,
+                     train_set.skipped["static"], cfg.data.min_speed_mps)
 
     # ----------------------------------------------------------------------- steps
     def train_step(self, batch: dict) -> tuple[float, dict[str, float]]:

@@ -31,15 +31,24 @@ class MS2Dataset(Dataset):
 
     Randomness (augmentation, dropout) is drawn from torch's RNG, so it is reproducible under
     `torch.manual_seed` and distinct per DataLoader worker (torch seeds each worker).
+
+    The DMCF paper's data protocol as options: `conditions` keeps only sequences of those
+    conditions (e.g. ("day", "night"): no rain; conditions come from `ms2.read_conditions`), and
+    `min_speed_mps` drops frames where the vehicle stands still by the speed in each frame's
+    GNSS/IMU record (MS2's static-frame filter uses 1 m/s). `skipped` counts what each dropped.
     """
 
     def __init__(self, root: str | Path, split: str, *, height: int = 256, width: int = 640,
                  train: bool = False, step: int = 1, max_depth_m: float = 80.0,
-                 augment: AugmentConfig | None = None, modality_dropout_p: float = 0.0):
+                 augment: AugmentConfig | None = None, modality_dropout_p: float = 0.0,
+                 conditions: tuple[str, ...] | None = None, min_speed_mps: float = 0.0):
         if step < 1:
             raise ValueError(f"MS2Dataset step must be >= 1, got {step}")
         if not 0.0 <= modality_dropout_p <= 1.0:
             raise ValueError(f"modality_dropout_p must be in [0, 1], got {modality_dropout_p}")
+        bad = [c for c in conditions or () if c not in ms2.CONDITIONS]
+        if bad or (conditions is not None and not conditions):
+            raise ValueError(f"conditions {conditions} invalid: choose from {ms2.CONDITIONS}")
         self.root = Path(root)
         self.split, self.out_hw, self.train = split, (height, width), train
         self.max_depth_m = max_depth_m
@@ -47,17 +56,36 @@ class MS2Dataset(Dataset):
         self.modality_dropout_p = modality_dropout_p if train else 0.0
         self.samples: list[tuple[str, str]] = []
         self.list_file: dict[str, Path] = {}
+        self.skipped = {"condition": 0, "static": 0}
+        known = ms2.read_conditions(self.root) if conditions else {}
         splits = ms2.TEST_SPLITS if split == "test" else (split,)
         for name in splits:
             if split == "test" and not ms2.split_list_path(self.root, name).is_file():
                 continue
             for seq in ms2.read_split(self.root, name):
                 self.list_file[seq] = ms2.split_list_path(self.root, name)
-                frames = self._guard(seq, ms2.list_frames, self.root, seq)
-                self.samples += [(seq, f) for f in frames[::step]]
+                frames = self._guard(seq, ms2.list_frames, self.root, seq)[::step]
+                if conditions and self._condition(seq, known) not in conditions:
+                    self.skipped["condition"] += len(frames)
+                    continue
+                if min_speed_mps > 0:
+                    moving = [f for f in frames if self._guard(
+                        seq, ms2.read_speed_mps, self.root, seq, f) >= min_speed_mps]
+                    self.skipped["static"] += len(frames) - len(moving)
+                    frames = moving
+                self.samples += [(seq, f) for f in frames]
         if not self.samples:
-            raise ValueError(f"MS2 split {split!r} under {self.root} has no frames "
-                             f"(empty list file {ms2.split_list_path(self.root, split)}?)")
+            raise ValueError(f"MS2 split {split!r} under {self.root} has no frames (empty list "
+                             f"file {ms2.split_list_path(self.root, split)}? frames dropped by "
+                             f"the data protocol: {self.skipped})")
+
+    def _condition(self, seq: str, known: dict[str, str]) -> str:
+        if seq not in known:
+            raise ms2.MS2FormatError(
+                f"sequence {seq!r} (listed in {self.list_file[seq]}) has no known condition, "
+                f"needed by data.conditions: add a line '{seq} <{'|'.join(ms2.CONDITIONS)}>' to "
+                f"{ms2.conditions_path(self.root)} or drop data.conditions")
+        return known[seq]
 
     def __len__(self) -> int:
         return len(self.samples)

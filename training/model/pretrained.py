@@ -16,12 +16,14 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from .config import SWIN_SPECS
 from .swin import SwinEncoder
 
 log = logging.getLogger(__name__)
 
 _DROP = re.compile(r"(relative_position_index|attn_mask|relative_coords_table)$|^head\.")
 _DOWNSAMPLE = re.compile(r"^layers\.(\d+)\.downsample\.")
+_BLOCK = re.compile(r"^layers\.(\d+)\.blocks\.(\d+)\.")
 
 
 def _unwrap(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -83,16 +85,55 @@ def map_checkpoint_keys(state_dict: Mapping[str, torch.Tensor],
     return out
 
 
+def swin_architecture(state_dict: Mapping[str, torch.Tensor]) -> tuple[int | None, tuple[int, ...]]:
+    """(embed dim C, blocks per stage) of a state dict in this project's (official) naming."""
+    blocks: dict[int, int] = {}
+    for k in state_dict:
+        if m := _BLOCK.match(k):
+            stage, block = int(m.group(1)), int(m.group(2))
+            blocks[stage] = max(blocks.get(stage, 0), block + 1)
+    first = state_dict.get("layers.0.blocks.0.norm1.weight")
+    embed_dim = int(first.shape[0]) if first is not None else None
+    depths = tuple(blocks.get(i, 0) for i in range(max(blocks, default=-1) + 1))
+    return embed_dim, depths
+
+
+def describe_architecture(embed_dim: int | None, depths: tuple[int, ...]) -> str:
+    """'swin_s (C=96, depths (2, 2, 18, 2))', or just the numbers for an unknown size."""
+    names = [n for n, spec in SWIN_SPECS.items()
+             if spec.embed_dim == embed_dim and tuple(spec.depths) == depths]
+    numbers = f"C={embed_dim}, depths {depths}"
+    return f"{names[0]} ({numbers})" if names else f"an unlisted Swin ({numbers})"
+
+
+def check_same_variant(mapped: Mapping[str, torch.Tensor], encoder: SwinEncoder) -> None:
+    """Raise ValueError naming both sizes when a checkpoint is another Swin variant than the
+    encoder (e.g. Swin-S into swin_t: same widths, so shapes alone would let 156 stage-3 keys be
+    dropped silently)."""
+    ckpt = swin_architecture(mapped)
+    if ckpt[0] is None and not ckpt[1]:
+        return  # no stage weights at all: load_pretrained_encoder reports what is missing
+    mine = swin_architecture(encoder.state_dict())
+    if ckpt != mine:
+        raise ValueError(
+            f"pretrained Swin checkpoint is {describe_architecture(*ckpt)} but the model's "
+            f"encoder is {describe_architecture(*mine)}: wrong variant. Pass the checkpoint of "
+            "the encoder's size or set model.variant to the checkpoint's.")
+
+
 def checkpoint_filter_fn(state_dict: Mapping[str, torch.Tensor],
                          encoder: SwinEncoder) -> dict[str, torch.Tensor]:
     """Adapt an official / timm Swin checkpoint to `encoder`'s parameter names and shapes.
 
     Returns only keys the encoder has (`map_checkpoint_keys` minus the rest). Raises ValueError
-    on a shape mismatch that is not a window-size change (e.g. the wrong variant).
+    naming both sizes when the checkpoint is another Swin variant (different width or number of
+    blocks per stage), and on any other shape mismatch that is not a window-size change.
     """
     target = encoder.state_dict()
+    mapped = map_checkpoint_keys(state_dict, encoder)
+    check_same_variant(mapped, encoder)
     kept = {}
-    for k, v in map_checkpoint_keys(state_dict, encoder).items():
+    for k, v in mapped.items():
         if k not in target:
             continue
         if tuple(v.shape) != tuple(target[k].shape):

@@ -17,7 +17,7 @@ import cv2
 import numpy as np
 
 from depth_fusion_ros.fileio import atomic_write_text
-from depth_fusion_ros.ms2 import SPLITS
+from depth_fusion_ros.ms2 import SPLITS, conditions_path, format_gps_imu
 
 from .render import SequenceRenderer, SequenceSpec
 from .rig import calib_dict
@@ -49,6 +49,11 @@ def write_sequence(root: Path, spec: SequenceSpec,
     for view in ("rgb", "thr"):
         lines = [f"{i:06d} {s // 10**9}.{s % 10**9:09d}\n" for i, s in enumerate(stamps[view])]
         (sync_tmp / view / "img_left_timestamp.txt").write_text("".join(lines))
+    gps = sync_tmp / "gps_imu" / "data"
+    gps.mkdir(parents=True)
+    velocity = format_gps_imu(np.array([0.0, 0.0, renderer.scene.speed_mps]))  # straight ahead
+    for index in range(spec.frames):
+        (gps / f"{index:06d}.txt").write_text(velocity)
     for index in range(spec.frames):
         frame = renderer.render(index, stamps)
         name = f"{index:06d}.png"
@@ -65,9 +70,11 @@ def write_sequence(root: Path, spec: SequenceSpec,
 
 
 def write_lists(root: Path, specs: list[SequenceSpec], meta: dict) -> None:
-    """Split lists (every split, possibly empty) and `synthetic.json`, the dataset's last files."""
+    """Split lists (every split, possibly empty), `conditions.txt` and `synthetic.json`, the
+    dataset's last files."""
     for split in SPLITS:
         names = [s.name for s in specs if s.split == split]
         atomic_write_text(root / f"{split}_list.txt", "".join(f"{n}\n" for n in names))
+    atomic_write_text(conditions_path(root), "".join(f"{s.name} {s.kind}\n" for s in specs))
     meta = {"args": meta, "sequence_specs": [asdict(s) for s in specs]}
     atomic_write_text(root / "synthetic.json", json.dumps(meta, indent=2) + "\n")

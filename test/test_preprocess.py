@@ -1,10 +1,9 @@
-"""Shared preprocessing and metrics against hand-computed values."""
+"""Shared preprocessing against hand-computed values."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from depth_fusion_ros.metrics import MetricAccumulator, compute_depth_metrics
 from depth_fusion_ros.preprocess import (
     NORM_MEAN,
     NORM_STD,
@@ -45,33 +44,3 @@ def test_rgb_normalise_resize_and_grey():
     assert preprocess_rgb(np.zeros((5, 6), np.uint8), (5, 6)).shape == (3, 5, 6)
     with pytest.raises(TypeError):
         preprocess_rgb(np.zeros((5, 6, 3), np.float32), (5, 6))
-
-
-def test_metrics_hand_computed():
-    gt = np.array([[2.0, 4.0], [0.0, 100.0]])  # 0 and 100 m are outside the evaluation range
-    pred = np.array([[1.0, 5.0], [7.0, 7.0]], np.float32)
-    m = compute_depth_metrics(pred, gt)
-    assert m["valid_px"] == 2
-    assert m["abs_rel"] == pytest.approx((1 / 2 + 1 / 4) / 2)
-    assert m["sq_rel"] == pytest.approx((1 / 2 + 1 / 4) / 2)
-    assert m["rmse"] == pytest.approx(1.0)
-    assert m["rmse_log"] == pytest.approx(np.sqrt((np.log(0.5) ** 2 + np.log(1.25) ** 2) / 2))
-    assert (m["d1"], m["d2"], m["d3"]) == (0.0, 0.5, 0.5)  # ratios 2.0 (> 1.25^3) and 1.25 (not < 1.25)
-
-
-def test_metrics_median_scaling():
-    gt = np.array([[2.0, 4.0, 8.0]])
-    pred = gt.astype(np.float32) / 3.0  # right up to scale
-    m = compute_depth_metrics(pred, gt, median_scaling=True)
-    assert m["scale"] == pytest.approx(3.0)
-    assert m["abs_rel"] == pytest.approx(0.0, abs=1e-6) and m["d1"] == 1.0
-    assert compute_depth_metrics(pred, np.zeros_like(gt)) is None
-
-
-def test_accumulator_means_over_images():
-    acc = MetricAccumulator()
-    acc.add(compute_depth_metrics(np.array([[1.0]]), np.array([[2.0]])))
-    acc.add(compute_depth_metrics(np.array([[2.0]]), np.array([[2.0]])))
-    acc.add(None)
-    assert acc.count == 2 and acc.skipped == 1
-    assert acc.mean()["abs_rel"] == pytest.approx(0.25)
