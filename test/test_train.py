@@ -102,6 +102,25 @@ def test_twenty_steps_lower_the_loss_and_write_run_files(tiny_config, tiny_data,
     assert "| val / rgb / median |" in report["table"]
     assert (tmp_path / "eval" / "metrics.json").is_file()
     assert list((tmp_path / "eval").glob("val_*.png"))
+    # The MS2 reference protocol: median-scaled only, frames[0:-1:10] -> frame 0 of 4.
+    ms2 = evaluate_checkpoint(run / "last.pt", tiny_data, "val", protocol="ms2", device="cpu",
+                              viz_frames=0, progress=False)
+    first = evaluate_checkpoint(run / "last.pt", tiny_data, "val", median_scaling=True,
+                                max_frames=1, device="cpu", viz_frames=0, progress=False)
+    assert ms2["protocol"] == "ms2" and set(ms2["splits"]["val"]) == {"median", "frames"}
+    assert ms2["splits"]["val"]["frames"] == 1
+    assert ms2["splits"]["val"]["median"] == first["splits"]["val"]["median"]
+    with pytest.raises(ValueError, match="protocol"):
+        evaluate_checkpoint(run / "last.pt", tiny_data, "val", protocol="kitti")
+
+
+def test_ms2_protocol_frame_selection():
+    from training.evaluate import ms2_protocol_indices
+
+    assert ms2_protocol_indices(40) == [0, 10, 20, 30]
+    assert ms2_protocol_indices(41) == [0, 10, 20, 30]  # the reference never uses the last frame
+    assert ms2_protocol_indices(42) == [0, 10, 20, 30, 40]
+    assert ms2_protocol_indices(1) == [] and ms2_protocol_indices(3, step=1) == [0, 1]
 
 
 def test_resume_is_exact(tiny_config, tiny_data, tmp_path):

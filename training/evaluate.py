@@ -1,12 +1,16 @@
 """Offline evaluation of a DMCF-SIDE checkpoint on MS2-layout test splits.
 
 `python -m training.evaluate --checkpoint CKPT --data-root DIR --split test_day [--median-scaling]
-[--both] [--out DIR] [--max-frames N]`
+[--both] [--protocol ms2] [--out DIR] [--max-frames N]`
 
-The seven metrics of DESIGN.md section 6 for each view the model predicts (thermal-aligned and
-RGB-aligned GT), per image over 1e-3 < gt < 80 m with the prediction bilinearly upsampled to the
-GT size (depth_fusion_ros.metrics), then averaged over images. Metric depth by default;
+The nine metrics of DESIGN.md section 6 (and prediction coverage) for each view the model
+predicts (thermal-aligned and RGB-aligned GT), per image over every valid GT pixel
+(1e-3 < gt < 80 m) with the prediction bilinearly upsampled to the GT size
+(depth_fusion_ros.metrics), then averaged over images. Metric depth by default;
 `--median-scaling` applies the MS2 benchmark's per-image median scaling; `--both` reports both.
+`--protocol ms2` is the MS2 reference test protocol (SupDepth4Thermal `test_monodepth.py`):
+median-scaled, every 10th frame of the split's concatenated frame list taken as the reference
+slices it (`frames[0:-1:10]`, so the split's last frame is never used), depth range 1e-3..80 m.
 The validation step of training uses `run_evaluation` from here, so the numbers agree.
 """
 from __future__ import annotations
@@ -36,6 +40,13 @@ from depth_fusion_ros.viz import (
 )
 
 MODES = {"metric": False, "median": True}
+MS2_PROTOCOL_STEP = 10  # SupDepth4Thermal configs: test sample_step 10
+
+
+def ms2_protocol_indices(length: int, step: int = MS2_PROTOCOL_STEP) -> list[int]:
+    """Frame indices the MS2 reference evaluates: `range(length)[0:-1:step]` over the split's
+    concatenated frames (its loader slices the sample list this way)."""
+    return list(range(length))[0:-1:step]
 
 
 def frame_sheet(sample: dict, preds: dict[str, np.ndarray], max_depth_m: float) -> np.ndarray:
@@ -57,7 +68,7 @@ def frame_sheet(sample: dict, preds: dict[str, np.ndarray], max_depth_m: float) 
     return contact_sheet(rows)
 
 
-def _subsample(length: int, max_frames: int | None) -> list[int]:
+def subsample(length: int, max_frames: int | None) -> list[int]:
     """Evenly spaced indices (all when max_frames is 0/None or >= length)."""
     if not max_frames or max_frames >= length:
         return list(range(length))
@@ -67,17 +78,20 @@ def _subsample(length: int, max_frames: int | None) -> list[int]:
 @torch.no_grad()
 def run_evaluation(model: torch.nn.Module, dataset, *, device: torch.device, max_depth_m: float,
                    modes: tuple[str, ...] = ("metric",), max_frames: int | None = None,
-                   viz_frames: int = 0, progress: bool = True) -> tuple[dict, list[np.ndarray]]:
+                   viz_frames: int = 0, progress: bool = True,
+                   indices: list[int] | None = None) -> tuple[dict, list[np.ndarray]]:
     """Metrics of `model` over an evaluation dataset (items with full-size GT).
 
+    indices: dataset items to evaluate (default: `max_frames` evenly spaced, or all).
     Returns:
         ({mode: {view: {metric: mean}}, "frames": n}, [contact sheet per visualised frame]).
     """
     model.eval()
     views = tuple(getattr(model, "output_views", ("thermal", "rgb")))
     acc = {mode: {view: MetricAccumulator() for view in views} for mode in modes}
-    indices = _subsample(len(dataset), max_frames)
-    viz_at = set(_subsample(len(indices), viz_frames)) if viz_frames else set()
+    if indices is None:
+        indices = subsample(len(dataset), max_frames)
+    viz_at = set(subsample(len(indices), viz_frames)) if viz_frames else set()
     sheets = []
     for n, index in enumerate(tqdm(indices, desc="evaluate", disable=not progress, leave=False)):
         sample = dataset[index]
@@ -110,9 +124,11 @@ def evaluate_checkpoint(checkpoint: str | Path, data_root: str | Path, split: st
                         median_scaling: bool = False, both: bool = False,
                         max_frames: int | None = None, out_dir: str | Path | None = None,
                         device: str | None = None, viz_frames: int = 3, step: int = 1,
-                        progress: bool = True) -> dict:
+                        progress: bool = True, protocol: str | None = None) -> dict:
     """Evaluate a checkpoint on one split (or "all" = the three test splits).
 
+    protocol "ms2": the MS2 reference protocol (module docstring); it replaces the scaling
+    choice, `step` and `max_frames`.
     Returns:
         {"checkpoint", "step", "splits": {split: {"metric"|"median": {view: metrics}, "frames"}},
          "table": Markdown}. With out_dir, also writes metrics.json and qualitative PNGs there.
@@ -122,9 +138,14 @@ def evaluate_checkpoint(checkpoint: str | Path, data_root: str | Path, split: st
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     model, payload = load_model(checkpoint, dev)
     model_cfg = payload["config"]["model"]
+    if protocol not in (None, "ms2"):
+        raise ValueError(f"unknown evaluation protocol {protocol!r}; the only one is 'ms2'")
     modes = ("metric", "median") if both else (("median",) if median_scaling else ("metric",))
+    if protocol == "ms2":
+        modes, step, max_frames = ("median",), 1, None
     splits = TEST_SPLITS if split == "all" else (split,)
-    report = {"checkpoint": str(checkpoint), "step": int(payload["step"]), "splits": {}}
+    report = {"checkpoint": str(checkpoint), "step": int(payload["step"]), "protocol": protocol,
+              "splits": {}}
     rows = {}
     for name in splits:
         if split == "all" and not read_split(data_root, name):
@@ -134,7 +155,9 @@ def evaluate_checkpoint(checkpoint: str | Path, data_root: str | Path, split: st
         results, sheets = run_evaluation(model, dataset, device=dev, modes=modes,
                                          max_depth_m=model_cfg["max_depth_m"],
                                          max_frames=max_frames, viz_frames=viz_frames,
-                                         progress=progress)
+                                         progress=progress,
+                                         indices=ms2_protocol_indices(len(dataset))
+                                         if protocol == "ms2" else None)
         report["splits"][name] = results
         for mode in modes:
             for view, values in results[mode].items():
@@ -157,6 +180,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--median-scaling", action="store_true",
                         help="per-image median scaling, as the MS2 benchmark code does")
     parser.add_argument("--both", action="store_true", help="report metric and median-scaled")
+    parser.add_argument("--protocol", choices=("ms2",), default=None,
+                        help="ms2: the MS2 reference test protocol (median-scaled, every 10th "
+                             "frame as its loader slices them, 1e-3..80 m)")
     parser.add_argument("--out", default=None, help="folder for metrics.json and PNGs")
     parser.add_argument("--max-frames", type=int, default=None, help="evenly subsample frames")
     parser.add_argument("--step", type=int, default=1, help="use every N-th frame")
@@ -165,7 +191,7 @@ def main(argv: list[str] | None = None) -> int:
     report = evaluate_checkpoint(args.checkpoint, args.data_root, args.split,
                                  median_scaling=args.median_scaling, both=args.both,
                                  max_frames=args.max_frames, out_dir=args.out, device=args.device,
-                                 step=args.step)
+                                 step=args.step, protocol=args.protocol)
     frames = {name: r["frames"] for name, r in report["splits"].items()}
     print(f"checkpoint {args.checkpoint} (step {report['step']}), frames {frames}")
     print(report["table"])
