@@ -108,3 +108,18 @@ def preprocess_rgb(rgb: np.ndarray, out_hw: tuple[int, int]) -> np.ndarray:
     for channel, plane in enumerate(cv2.split(resized)):
         cv2.LUT(plane, _RGB_LUT_CV, dst=out[channel])
     return out
+
+
+MODALITY_CHANNELS = {"thermal": 1, "rgb": 3}
+
+
+def missing_input(modality: str, out_hw: tuple[int, int]) -> np.ndarray:
+    """The network input standing in for a camera that is missing: [C, H, W] float32 zeros.
+
+    Zero is the normalisation mean (0.45 before normalising), an image with no content. Training
+    with modality dropout and the node's single-camera (degraded) mode both use this one
+    definition, so the network sees at run time exactly what it was trained with.
+    """
+    if modality not in MODALITY_CHANNELS:
+        raise ValueError(f"modality must be one of {tuple(MODALITY_CHANNELS)}, got {modality!r}")
+    return np.zeros((MODALITY_CHANNELS[modality], *out_hw), np.float32)

@@ -122,6 +122,49 @@ def test_ablation_switches_build_and_run():
     assert set(_tiny(shared_encoder=False).encoders()) == {"thermal", "rgb"}
 
 
+def test_zero_init_attention_starts_as_identity_and_still_learns():
+    """A zero-initialised DMCF is ConvBlock + position embedding; the other modality has no
+    effect until training moves the gains, and the gains do receive gradients."""
+    from training.model.dmcf import DMCF
+    from training.model.position import sine_position_embedding
+
+    torch.manual_seed(0)
+    block = DMCF(32, 3, stride=8, num_splits=4, fuse=True, zero_init_attention=True).eval()
+    feats, images = torch.randn(2, 32, 16, 32), torch.randn(2, 3, 128, 256)
+    with torch.no_grad():
+        out = block(feats, images)
+        pooled = torch.nn.functional.avg_pool2d(images, 8)
+        expected = block.conv(torch.cat([feats, pooled], 1)) + sine_position_embedding(16, 16, 32)
+    torch.testing.assert_close(out, expected)
+    model = _tiny(zero_init_attention=True)
+    thermal, rgb = _inputs(1, 128, 256)
+    with torch.no_grad():
+        a = model(thermal, rgb)["depth_thermal"]
+        b = model(thermal, rgb + 1.0)["depth_thermal"]
+    assert torch.equal(a, b)  # the RGB image cannot reach the thermal view yet
+    model.train()
+    model(thermal, rgb)["depth_thermal"].mean().backward()
+    gain = model.dmcf[0].blocks[0].cross_attn_ffn.norm2.weight
+    assert gain.grad is not None and gain.grad.abs().max() > 0
+
+
+def test_four_attention_pairs_per_block():
+    two = _tiny()
+    four = _tiny(attn_pairs_per_block=2)
+    names = {n for n, _ in four.named_parameters()}
+    assert {"dmcf.0.blocks.0.self_attn_shifted.q_proj.weight",
+            "dmcf.3.blocks.1.cross_attn_ffn_shifted.norm2.weight"} <= names
+    n_two = sum(p.numel() for p in two.dmcf.parameters())
+    n_four = sum(p.numel() for p in four.dmcf.parameters())
+    conv = sum(p.numel() for blk in two.dmcf for p in blk.conv.parameters())
+    assert n_four - conv == 2 * (n_two - conv)  # twice the attention layers, same ConvBlocks
+    with torch.no_grad():
+        out = four(*_inputs(1, 128, 256))
+    assert out["depth_rgb"].shape == (1, 1, 128, 256) and torch.isfinite(out["depth_rgb"]).all()
+    with pytest.raises(ValueError, match="attn_pairs_per_block"):
+        ModelConfig(attn_pairs_per_block=3)
+
+
 def test_shift_mask_blocks_attention_across_shifted_regions():
     torch.manual_seed(0)
     h = w = 16

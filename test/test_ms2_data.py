@@ -177,8 +177,11 @@ def test_augmentation_seeded_and_dropout(ms2_root):
     for key in ("thermal", "rgb", "gt_rgb"):
         torch.testing.assert_close(a[key], b[key], rtol=0, atol=0)
     assert bool(a["has_thermal"]) != bool(a["has_rgb"])  # exactly one blanked
-    blanked = a["thermal"] if not a["has_thermal"] else a["rgb"]
-    assert float(blanked.abs().max()) == 0.0
+    blanked = "thermal" if not a["has_thermal"] else "rgb"
+    from depth_fusion_ros.preprocess import missing_input
+
+    assert torch.equal(a[blanked], torch.from_numpy(missing_input(blanked, (128, 320))))
+    assert a[blanked].shape == ((1,) if blanked == "thermal" else (3,)) + (128, 320)
 
 
 def _add_sequence(root, name: str, from_seq: str = SEQ) -> None:

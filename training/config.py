@@ -59,6 +59,7 @@ class OptimConfig:
     grad_clip: float = 1.0  # max global grad norm; 0 disables
     batch_size: int = 8
     max_steps: int = 40000
+    warmup_steps: int = 0  # linear LR warm-up (transformers trained from scratch like one)
     amp: str = "bf16"  # CUDA only; "bf16" | "fp16" | "off"
     channels_last: bool = True  # CUDA only
 

@@ -45,11 +45,13 @@ class NonFiniteLossError(RuntimeError):
 
 
 def poly_lr_factor(step: int, cfg) -> float:
-    """Multiplier of cfg.lr at `step`: (lr - lr_final) * (1 - t/T)^power + lr_final (NeWCRFs)."""
+    """Multiplier of cfg.lr at `step`: (lr - lr_final) * (1 - t/T)^power + lr_final (NeWCRFs),
+    times a linear warm-up from 1/warmup_steps to 1 over the first cfg.warmup_steps steps."""
     total = max(cfg.max_steps, 1)
     progress = min(step, total) / total
     lr = (cfg.lr - cfg.lr_final) * (1.0 - progress) ** cfg.poly_power + cfg.lr_final
-    return lr / cfg.lr
+    warmup = min(1.0, (step + 1) / cfg.warmup_steps) if cfg.warmup_steps > 0 else 1.0
+    return warmup * lr / cfg.lr
 
 
 def _changed_keys(old: dict, new: dict, prefix: str = "") -> list[str]:

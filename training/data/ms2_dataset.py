@@ -16,7 +16,7 @@ import torch
 from torch.utils.data import Dataset, default_collate
 
 from depth_fusion_ros import ms2
-from depth_fusion_ros.preprocess import preprocess_rgb, preprocess_thermal
+from depth_fusion_ros.preprocess import missing_input, preprocess_rgb, preprocess_thermal
 
 from .augment import AugmentConfig, augment
 
@@ -117,11 +117,11 @@ class MS2Dataset(Dataset):
         thermal = torch.from_numpy(preprocess_thermal(sample["thermal"], self.out_hw))
         rgb = torch.from_numpy(preprocess_rgb(sample["rgb"], self.out_hw))
         has = {"thermal": True, "rgb": True}
+        item = {"thermal": thermal, "rgb": rgb}
         if self.modality_dropout_p > 0 and rng.random() < self.modality_dropout_p:
             blank = "thermal" if rng.random() < 0.5 else "rgb"
-            has[blank] = False  # zeros = the normalised dataset mean, an uninformative input
-            (thermal if blank == "thermal" else rgb).zero_()
-        item = {"thermal": thermal, "rgb": rgb}
+            has[blank] = False  # replaced exactly as the node replaces a missing camera
+            item[blank] = torch.from_numpy(missing_input(blank, self.out_hw))
         for key in ("gt_thermal", "gt_rgb"):
             depth_m = sample[key]
             if self.train and depth_m.shape != self.out_hw:

@@ -49,6 +49,11 @@ class ModelConfig:
     attn_splits: GMFlow-style K per scale (1/4, 1/8, 1/16, 1/32): the map is cut into K x K windows.
     drop_path_rate: stochastic depth of the Swin encoder; None -> the variant's default.
     ffn_expansion: hidden width factor of the Cross-Relation feed-forward (GMFlow uses 4).
+    attn_pairs_per_block: 1 = each Cross-Relation block is (self-attn, cross-attn) and the
+        second block uses shifted windows (4 attention layers per DMCF); 2 = each block is
+        (W-SA, W-CA, SW-SA, SW-CA), the other reading of the paper's text (8 per DMCF).
+    zero_init_attention: start every DMCF attention layer as the identity (zero gain on its
+        last LayerNorm), so fusion grows from the single-modality solution.
     use_checkpointing: recompute Swin blocks in backward (saves memory when training large sizes).
     """
 
@@ -65,6 +70,8 @@ class ModelConfig:
     drop_path_rate: float | None = None
     mlp_ratio: float = 4.0
     ffn_expansion: int = 4
+    attn_pairs_per_block: int = 1
+    zero_init_attention: bool = False
     use_checkpointing: bool = False
 
     def __post_init__(self) -> None:
@@ -79,6 +86,9 @@ class ModelConfig:
             raise ValueError(
                 f"model.attn_splits={self.attn_splits} must be 4 positive integers (1/4..1/32)"
             )
+        if self.attn_pairs_per_block not in (1, 2):
+            raise ValueError(f"model.attn_pairs_per_block={self.attn_pairs_per_block} must be "
+                             "1 (SA+CA per block) or 2 (W-SA, W-CA, SW-SA, SW-CA per block)")
         if self.window_size < 1 or self.max_depth_m <= 0:
             raise ValueError("model.window_size must be >= 1 and model.max_depth_m > 0")
         if self.drop_path_rate is None:

@@ -33,9 +33,16 @@ class ConvBlock(nn.Module):
 
 class AttentionLayer(nn.Module):
     """GMFlow's `TransformerLayer` (single head): window attention, merge, norm, optional FFN
-    on concat(source, message), residual to the source."""
+    on concat(source, message), residual to the source.
 
-    def __init__(self, dim: int, with_ffn: bool, ffn_expansion: int = 4) -> None:
+    zero_init: start the residual branch at exactly 0 by zeroing the gain of its last LayerNorm
+    (the "zero-gamma" trick of Goyal et al. 2017 / LayerScale / ControlNet's zero convolutions),
+    so a fresh layer is the identity and the network first learns what each modality gives on
+    its own, then how much of the other modality to mix in.
+    """
+
+    def __init__(self, dim: int, with_ffn: bool, ffn_expansion: int = 4,
+                 zero_init: bool = False) -> None:
         super().__init__()
         self.q_proj = nn.Linear(dim, dim, bias=False)
         self.k_proj = nn.Linear(dim, dim, bias=False)
@@ -48,6 +55,8 @@ class AttentionLayer(nn.Module):
                 nn.Linear(2 * dim, 2 * dim * ffn_expansion, bias=False), nn.GELU(),
                 nn.Linear(2 * dim * ffn_expansion, dim, bias=False))
             self.norm2 = nn.LayerNorm(dim)
+        if zero_init:
+            nn.init.zeros_((self.norm2 if with_ffn else self.norm1).weight)
 
     def forward(self, source: torch.Tensor, target: torch.Tensor, h: int, w: int,
                 num_splits: int, with_shift: bool, attn_mask: torch.Tensor | None):
@@ -67,20 +76,42 @@ def swap_halves(x: torch.Tensor) -> torch.Tensor:
 
 
 class CrossRelationBlock(nn.Module):
-    """Self-attention within each modality, then cross-attention to the other one."""
+    """Self-attention within each modality, then cross-attention to the other one.
 
-    def __init__(self, dim: int, ffn_expansion: int) -> None:
+    shifted_pair=False: one (SA, CA) pair whose windows the caller shifts or not (GMFlow's
+    alternation across blocks). shifted_pair=True: the paper's text read as four attentions per
+    block, (W-SA, W-CA) on regular windows then (SW-SA, SW-CA) on shifted ones.
+    """
+
+    def __init__(self, dim: int, ffn_expansion: int, shifted_pair: bool = False,
+                 zero_init: bool = False) -> None:
         super().__init__()
-        self.self_attn = AttentionLayer(dim, with_ffn=False)
-        self.cross_attn_ffn = AttentionLayer(dim, with_ffn=True, ffn_expansion=ffn_expansion)
+        self.self_attn = AttentionLayer(dim, with_ffn=False, zero_init=zero_init)
+        self.cross_attn_ffn = AttentionLayer(dim, with_ffn=True, ffn_expansion=ffn_expansion,
+                                             zero_init=zero_init)
+        self.shifted_pair = shifted_pair
+        if shifted_pair:
+            self.self_attn_shifted = AttentionLayer(dim, with_ffn=False, zero_init=zero_init)
+            self.cross_attn_ffn_shifted = AttentionLayer(
+                dim, with_ffn=True, ffn_expansion=ffn_expansion, zero_init=zero_init)
+
+    @staticmethod
+    def _pair(self_attn: AttentionLayer, cross_attn: AttentionLayer, x: torch.Tensor, h: int,
+              w: int, num_splits: int, with_shift: bool, attn_mask: torch.Tensor | None):
+        x = self_attn(x, x, h, w, num_splits, with_shift, attn_mask)
+        # Unlike GMFlow (which attends to the other view *before* its self-attention), the keys
+        # here are the other modality's self-attended tokens: same cost, fresher reference.
+        return cross_attn(x, swap_halves(x), h, w, num_splits, with_shift, attn_mask)
 
     def forward(self, x: torch.Tensor, h: int, w: int, num_splits: int, with_shift: bool,
                 attn_mask: torch.Tensor | None) -> torch.Tensor:
         """x: [2B, h*w, C] ordered [thermal; rgb] -> [2B, h*w, C]."""
-        x = self.self_attn(x, x, h, w, num_splits, with_shift, attn_mask)
-        # Unlike GMFlow (which attends to the other view *before* its self-attention), the keys
-        # here are the other modality's self-attended tokens: same cost, fresher reference.
-        return self.cross_attn_ffn(x, swap_halves(x), h, w, num_splits, with_shift, attn_mask)
+        x = self._pair(self.self_attn, self.cross_attn_ffn, x, h, w, num_splits, with_shift,
+                       attn_mask)
+        if self.shifted_pair:
+            x = self._pair(self.self_attn_shifted, self.cross_attn_ffn_shifted, x, h, w,
+                           num_splits, num_splits > 1, attn_mask)
+        return x
 
 
 def pool_image(images: torch.Tensor, stride: int) -> torch.Tensor:
@@ -95,18 +126,26 @@ class DMCF(nn.Module):
     fuse=False gives the single-modality baselines' block (ConvBlock only; any batch size).
     image_channels: channels of the image concatenated in the ConvBlock (0 = no concat).
     stride: this scale's downsampling factor (4, 8, 16 or 32).
+    attn_pairs_per_block: 1 = (SA, CA) per Cross-Relation block, every second block shifted
+        (GMFlow); 2 = (W-SA, W-CA, SW-SA, SW-CA) in every block.
+    zero_init_attention: every attention layer starts as the identity (see AttentionLayer).
     """
 
     def __init__(self, in_channels: int, image_channels: int, stride: int, num_splits: int,
-                 fuse: bool, num_blocks: int = 2, ffn_expansion: int = 4) -> None:
+                 fuse: bool, num_blocks: int = 2, ffn_expansion: int = 4,
+                 attn_pairs_per_block: int = 1, zero_init_attention: bool = False) -> None:
         super().__init__()
         self.stride = stride
         self.out_channels = in_channels // 2
         self.image_channels = image_channels
         self.num_splits = num_splits
+        if attn_pairs_per_block not in (1, 2):
+            raise ValueError(f"attn_pairs_per_block must be 1 or 2, got {attn_pairs_per_block}")
+        self.shifted_pairs = attn_pairs_per_block == 2
         self.conv = ConvBlock(in_channels + image_channels, self.out_channels)
         self.blocks = nn.ModuleList(
-            CrossRelationBlock(self.out_channels, ffn_expansion) for _ in range(num_blocks)
+            CrossRelationBlock(self.out_channels, ffn_expansion, self.shifted_pairs,
+                               zero_init_attention) for _ in range(num_blocks)
         ) if fuse else nn.ModuleList()
 
     def forward(self, feats: torch.Tensor, images: torch.Tensor | None) -> torch.Tensor:
@@ -122,6 +161,8 @@ class DMCF(nn.Module):
         k = self.num_splits
         mask = shift_mask_for(h, w, k, x.device).to(x.dtype) if k > 1 else None
         for i, block in enumerate(self.blocks):
-            # GMFlow: every second block shifts by half a window (only meaningful with splits).
-            x = block(x, h, w, k, with_shift=(k > 1 and i % 2 == 1), attn_mask=mask)
+            # GMFlow: every second block shifts by half a window (only meaningful with splits);
+            # with shifted pairs each block shifts its own second pair.
+            shift = k > 1 and i % 2 == 1 and not self.shifted_pairs
+            x = block(x, h, w, k, with_shift=shift, attn_mask=mask)
         return x.transpose(1, 2).reshape(n, c, h, w)  # [2B, C/2, h, w]

@@ -74,7 +74,9 @@ class DMCFSide(nn.Module):
             image_channels = 3 if self.fuse else IMAGE_CHANNELS[self.output_views[0]]
         splits = self.attn_splits or (1, 1, 1, 1)
         self.dmcf = nn.ModuleList(
-            DMCF(c, image_channels, stride, k, fuse=self.fuse, ffn_expansion=cfg.ffn_expansion)
+            DMCF(c, image_channels, stride, k, fuse=self.fuse, ffn_expansion=cfg.ffn_expansion,
+                 attn_pairs_per_block=cfg.attn_pairs_per_block,
+                 zero_init_attention=cfg.zero_init_attention)
             for c, stride, k in zip(channels, STAGE_STRIDES, splits, strict=True))
         skips = [c // 2 for c in channels]
         if cfg.shared_decoder or not self.fuse:

@@ -1,0 +1,220 @@
+"""Fusion ablation on the synthetic MS2-format data: fused vs single-modality models, N seeds.
+
+Every arm is the same run config (default `training/configs/tiny_synthetic.yaml`: same variant,
+size, steps, batch, schedule and data) with a few overrides; each is trained with every seed,
+evaluated (best.pt by validation, as the demo does) on every test split present (day, night,
+rain), both views, metric depth and median-scaled. The script writes per run `eval.json`, and
+for the whole ablation `ablation.json`, `ablation.md` (mean and sample standard deviation over
+seeds, and the fused model's change against the single-modality model of each view) and
+`ablation.png` (abs_rel bars with one-standard-deviation whiskers); `--record` appends the
+Markdown to bench/RESULTS.md.
+
+Finished runs and evaluations are reused, an interrupted run resumes from its last.pt: the
+ablation can be stopped and restarted at any time.
+
+    python bench/ablation.py --data-root DIR [--out bench/ablation_out] [--seeds 0,1,2]
+        [--arms fused,thermal_only,rgb_only,...] [--steps N] [--config CFG] [--record]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from common import REPO_ROOT, record
+
+# name -> (overrides, description). A single-modality arm predicts one view only.
+ARMS: dict[str, tuple[list[str], str]] = {
+    "fused": ([], "DMCF-SIDE as configured"),
+    "thermal_only": (["model.modality=thermal_only"], "thermal-only baseline"),
+    "rgb_only": (["model.modality=rgb_only"], "RGB-only baseline"),
+    "fused_4pairs": (["model.attn_pairs_per_block=2"],
+                     "fused, (W-SA, W-CA, SW-SA, SW-CA) in every Cross-Relation block"),
+    "fused_gmflow_init": (["model.zero_init_attention=false", "model.shared_decoder=true",
+                           "optim.warmup_steps=0", "data.modality_dropout_p=0.0"],
+                          "fused as first built: GMFlow init, shared decoder, no warm-up, no "
+                          "modality dropout"),
+}
+SINGLE = {"thermal": "thermal_only", "rgb": "rgb_only"}
+REPORTED = ("abs_rel", "rmse", "d1")
+
+
+def run_dir_for(out: Path, arm: str, seed: int) -> Path:
+    return out / arm / f"seed_{seed}"
+
+
+def train_run(config: Path, data_root: Path, run_dir: Path, overrides: list[str], seed: int,
+              steps: int | None) -> None:
+    """Train one arm/seed, or resume it, or reuse it when it already reached max_steps."""
+    from training.checkpoint import load_checkpoint
+
+    cmd = [sys.executable, "-m", "training.train", "--config", str(config), "--data-root",
+           str(data_root), "--out", str(run_dir), *overrides, f"schedule.seed={seed}"]
+    if steps:
+        cmd += ["--max-steps", str(steps)]
+    last = run_dir / "last.pt"
+    if last.exists():
+        payload = load_checkpoint(last)
+        if payload["step"] >= payload["config"]["optim"]["max_steps"]:
+            return
+        cmd.append("--resume")
+    print("$ " + " ".join(cmd), flush=True)
+    with open(run_dir.parent / f"{run_dir.name}.log", "a") as log:
+        code = subprocess.run(cmd, cwd=REPO_ROOT, stdout=log, stderr=subprocess.STDOUT).returncode
+    if code != 0:
+        raise SystemExit(f"training {run_dir} failed (exit {code}); see {log.name}")
+
+
+def evaluate_run(run_dir: Path, data_root: Path) -> dict:
+    """{split: {mode: {view: metrics}}} of best.pt on every test split, cached in eval.json."""
+    from depth_fusion_ros.metadata import sha256_file
+    from training.evaluate import evaluate_checkpoint
+
+    ckpt = run_dir / "best.pt"
+    cache = run_dir / "eval.json"
+    digest = sha256_file(ckpt)
+    if cache.exists():
+        cached = json.loads(cache.read_text())
+        if cached.get("checkpoint_sha256") == digest and cached.get("data_root") == str(data_root):
+            return cached["splits"]
+    report = evaluate_checkpoint(ckpt, data_root, "all", both=True, device="cpu", viz_frames=0,
+                                 progress=False)
+    cache.write_text(json.dumps({"checkpoint_sha256": digest, "data_root": str(data_root),
+                                 "step": report["step"], "splits": report["splits"]}, indent=2))
+    return report["splits"]
+
+
+def mean_std(values: list[float]) -> tuple[float, float]:
+    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
+
+
+def aggregate(results: dict[str, dict[int, dict]]) -> dict:
+    """{arm: {split: {mode: {view: {metric: (mean, std, n)}}}}} over seeds."""
+    out: dict = {}
+    for arm, per_seed in results.items():
+        first = next(iter(per_seed.values()))
+        for split, modes in first.items():
+            for mode, views in modes.items():
+                if mode == "frames":
+                    continue
+                for view in views:
+                    for metric in REPORTED:
+                        values = [r[split][mode][view][metric] for r in per_seed.values()]
+                        m, s = mean_std(values)
+                        out.setdefault(arm, {}).setdefault(split, {}).setdefault(mode, {}) \
+                            .setdefault(view, {})[metric] = (m, s, len(values))
+    return out
+
+
+def _cell(stat: tuple[float, float, int] | None) -> str:
+    return "-" if stat is None else f"{stat[0]:.4f} ± {stat[1]:.4f}"
+
+
+def markdown(agg: dict, arms: list[str], seeds: list[int], mode: str = "metric") -> str:
+    """abs_rel table (mean ± std over seeds) per view and split, and the fused-vs-single change."""
+    splits = sorted({s for a in agg.values() for s in a}, key=lambda s: ("day" not in s, s))
+    lines = [f"{mode} abs_rel, mean ± sample std over seeds {seeds} (best.pt by validation); "
+             "change = fused vs the single-modality model of that view (negative = fused better)",
+             "", "| view / split | " + " | ".join(arms) + " | change |",
+             "|---" * (len(arms) + 2) + "|"]
+    for view in ("thermal", "rgb"):
+        for split in splits:
+            cells, stats = [], {}
+            for arm in arms:
+                stat = agg.get(arm, {}).get(split, {}).get(mode, {}).get(view, {}).get("abs_rel")
+                stats[arm] = stat
+                cells.append(_cell(stat))
+            fused, single = stats.get("fused"), stats.get(SINGLE[view])
+            change = f"{(fused[0] / single[0] - 1) * 100:+.1f} %" if fused and single else "-"
+            lines.append(f"| {view} / {split} | " + " | ".join(cells) + f" | {change} |")
+    return "\n".join(lines)
+
+
+def plot(agg: dict, arms: list[str], path: Path, mode: str = "metric") -> None:
+    """Grouped bars of abs_rel (mean, std whiskers) per view/split and arm."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    splits = sorted({s for a in agg.values() for s in a}, key=lambda s: ("day" not in s, s))
+    groups = [(v, s) for v in ("thermal", "rgb") for s in splits]
+    fig, ax = plt.subplots(figsize=(max(6.0, 1.4 * len(groups)), 3.6), dpi=120)
+    width = 0.8 / len(arms)
+    for i, arm in enumerate(arms):
+        xs, means, stds = [], [], []
+        for g, (view, split) in enumerate(groups):
+            stat = agg.get(arm, {}).get(split, {}).get(mode, {}).get(view, {}).get("abs_rel")
+            if stat is not None:
+                xs.append(g + (i - (len(arms) - 1) / 2) * width)
+                means.append(stat[0])
+                stds.append(stat[1])
+        ax.bar(xs, means, width, yerr=stds, capsize=2, label=arm)
+    ax.set_xticks(range(len(groups)))
+    ax.set_xticklabels([f"{v}\n{s}" for v, s in groups], fontsize=8)
+    ax.set_ylabel(f"abs_rel ({mode})")
+    ax.legend(fontsize=7, ncol=min(len(arms), 3))
+    ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data-root", type=Path, required=True,
+                        help="synthetic MS2-format data with test_day/night/rainy splits")
+    parser.add_argument("--out", type=Path, default=REPO_ROOT / "bench" / "ablation_out")
+    parser.add_argument("--config", type=Path,
+                        default=REPO_ROOT / "training" / "configs" / "tiny_synthetic.yaml")
+    parser.add_argument("--seeds", default="0,1,2", help="comma list of seeds")
+    parser.add_argument("--arms", default="fused,thermal_only,rgb_only,fused_4pairs",
+                        help=f"comma list of {sorted(ARMS)}")
+    parser.add_argument("--steps", type=int, default=None, help="override optim.max_steps")
+    parser.add_argument("--record", action="store_true", help="append to bench/RESULTS.md")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    arms = [a.strip() for a in args.arms.split(",") if a.strip()]
+    unknown = [a for a in arms if a not in ARMS]
+    if unknown:
+        raise SystemExit(f"unknown arm(s) {unknown}; choose from {sorted(ARMS)}")
+    seeds = [int(s) for s in args.seeds.split(",")]
+    data_root, out = args.data_root.resolve(), args.out.resolve()
+    results: dict[str, dict[int, dict]] = {}
+    start = time.monotonic()
+    for arm in arms:
+        for seed in seeds:
+            run_dir = run_dir_for(out, arm, seed)
+            run_dir.parent.mkdir(parents=True, exist_ok=True)
+            print(f"[{time.monotonic() - start:6.0f} s] {arm} seed {seed}", flush=True)
+            train_run(args.config, data_root, run_dir, ARMS[arm][0], seed, args.steps)
+            results.setdefault(arm, {})[seed] = evaluate_run(run_dir, data_root)
+    agg = aggregate(results)
+    table = markdown(agg, arms, seeds) + "\n\n" + markdown(agg, arms, seeds, mode="median")
+    arms_md = "\n".join(f"- `{a}`: {ARMS[a][1]} (overrides: {' '.join(ARMS[a][0]) or 'none'})"
+                        for a in arms)
+    text = f"{arms_md}\n\n{table}"
+    (out / "ablation.md").write_text(text + "\n")
+    (out / "ablation.json").write_text(json.dumps({"arms": arms, "seeds": seeds,
+                                                   "aggregate": agg, "runs": results}, indent=2))
+    plot(agg, arms, out / "ablation.png")
+    print(text)
+    print(f"\nwrote {out / 'ablation.md'}, {out / 'ablation.json'}, {out / 'ablation.png'} "
+          f"({time.monotonic() - start:.0f} s)")
+    if args.record:
+        cmd = "bench/ablation.py " + " ".join(argv if argv is not None else sys.argv[1:])
+        record("Fusion ablation on the synthetic data (abs_rel, mean ± std over seeds)", text,
+               cmd, f"config {args.config.relative_to(REPO_ROOT)}; plot {out / 'ablation.png'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

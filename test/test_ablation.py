@@ -1,0 +1,63 @@
+"""bench/ablation.py end to end on tiny generated data: runs, table with mean ± std, plot, reuse."""
+from __future__ import annotations
+
+import json
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "bench"))
+
+CONFIG = textwrap.dedent("""\
+    model: {variant: tiny, height: 64, width: 128}
+    data: {train_split: train, val_split: val, augment: null, num_workers: 0, val_step: 2}
+    optim: {lr: 2.0e-3, lr_final: 1.0e-4, batch_size: 2, max_steps: 2, amp: "off",
+            channels_last: false}
+    schedule: {val_every: 1000, ckpt_every: 1000, log_every: 1, seed: 0, val_max_frames: 1,
+               viz_frames: 0}
+    """)
+
+
+@pytest.fixture(scope="module")
+def data_root(tmp_path_factory) -> Path:
+    from training.synthetic.__main__ import main as synth_main
+
+    root = tmp_path_factory.mktemp("ablation") / "data"
+    assert synth_main(["--out", str(root), "--frames", "2", "--seed", "1", "--train", "1",
+                       "--val", "1", "--test-day", "1", "--test-night", "1",
+                       "--test-rainy", "1"]) == 0
+    return root
+
+
+def test_ablation_table_plot_and_reuse(data_root, tmp_path):
+    import ablation
+
+    config = tmp_path / "cfg.yaml"
+    config.write_text(CONFIG)
+    out = tmp_path / "out"
+    args = ["--data-root", str(data_root), "--out", str(out), "--config", str(config),
+            "--seeds", "0,1", "--arms", "fused,rgb_only"]
+    assert ablation.main(args) == 0
+    table = (out / "ablation.md").read_text()
+    for row in ("| thermal / test_day |", "| thermal / test_night |", "| thermal / test_rainy |",
+                "| rgb / test_rainy |"):
+        assert row in table
+    summary = json.loads((out / "ablation.json").read_text())
+    agg = summary["aggregate"]
+    mean, std, n = agg["fused"]["test_night"]["metric"]["rgb"]["abs_rel"]
+    runs = [summary["runs"]["fused"][str(s)]["test_night"]["metric"]["rgb"]["abs_rel"]
+            for s in (0, 1)]
+    assert n == 2 and mean == pytest.approx(sum(runs) / 2) and std > 0  # two seeds differ
+    assert "thermal" not in agg["rgb_only"]["test_day"]["metric"]  # a baseline has one view
+    change = (mean / agg["rgb_only"]["test_night"]["metric"]["rgb"]["abs_rel"][0] - 1) * 100
+    assert f"| {change:+.1f} % |" in table
+    assert (out / "ablation.png").stat().st_size > 5000
+    # A second call trains and evaluates nothing again.
+    stamps = {p: p.stat().st_mtime_ns for p in out.glob("*/seed_*/*") if p.suffix in (".pt", ".json")}
+    assert ablation.main(args) == 0
+    assert stamps == {p: p.stat().st_mtime_ns for p in stamps}
+    with pytest.raises(SystemExit, match="unknown arm"):
+        ablation.main(args[:-1] + ["fused,mystery"])
