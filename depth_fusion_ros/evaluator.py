@@ -34,6 +34,7 @@ from pathlib import Path
 import numpy as np
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from rclpy.exceptions import InvalidParameterTypeException
 from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from rclpy.qos import QoSProfile, qos_profile_sensor_data
@@ -47,6 +48,7 @@ from depth_fusion_ros.metrics import (
     compute_depth_metrics,
     format_metrics_table,
 )
+from depth_fusion_ros.params import NumberRange, ParameterError, check_range
 from depth_fusion_ros.ros_image import image_to_numpy
 
 # name -> (default, description): the one table of declared parameters (launch tests parse it).
@@ -64,6 +66,14 @@ PARAMETERS: dict[str, tuple[object, str]] = {
     "publish_period_s": (1.0, "period of the /diagnostics summary (s)"),
     "input_qos": ("reliable", "subscription QoS: reliable | sensor_data (best effort)"),
 }
+# name -> allowed values of the int/float parameters (finite; see depth_fusion_ros/params.py).
+RANGES: dict[str, NumberRange] = {
+    "min_depth_m": NumberRange(0.0, 1000.0, "m"),
+    "max_depth_m": NumberRange(0.0, 1000.0, "m"),
+    "queue_size": NumberRange(1, 10000, "frames"),
+    "publish_period_s": NumberRange(0.01, 3600.0, "s"),
+}
+INPUT_QOS = ("reliable", "sensor_data")
 CSV_COLUMNS = (["stamp_ns", "view", "valid_px", "coverage", "scale"]
                + [f"metric_{n}" for n in METRIC_NAMES] + [f"median_{n}" for n in METRIC_NAMES])
 
@@ -105,14 +115,19 @@ class DepthEvaluator(Node):
     def __init__(self) -> None:
         super().__init__("depth_fusion_evaluator")
         for name, (default, description) in PARAMETERS.items():
-            self.declare_parameter(name, default, _descriptor(description))
+            try:
+                self.declare_parameter(name, default, _descriptor(description))
+            except InvalidParameterTypeException as err:  # e.g. queue_size:=1.5
+                raise ParameterError(f"parameter '{name}' must be {type(default).__name__} "
+                                     f"like its default {default!r}: {err}") from err
         p = {name: self.get_parameter(name).value for name in PARAMETERS}
+        _validate(p)
         views, preds, gts = list(p["views"]), list(p["pred_topics"]), list(p["gt_topics"])
         if not (len(views) == len(preds) == len(gts)) or not views:
             raise ValueError(f"parameters views {views}, pred_topics {preds} and gt_topics {gts} "
                              f"must be non-empty lists of the same length")
         self.min_depth_m, self.max_depth_m = float(p["min_depth_m"]), float(p["max_depth_m"])
-        self.queue_size = max(1, int(p["queue_size"]))
+        self.queue_size = int(p["queue_size"])
         self.summary_path = str(p["summary_path"])
         self.views = {v: ViewState(v, OrderedDict(), OrderedDict(), MetricAccumulator(),
                                    MetricAccumulator()) for v in views}
@@ -233,6 +248,18 @@ class DepthEvaluator(Node):
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(text)
         return text
+
+
+def _validate(p: dict[str, object]) -> None:
+    """Start-up check of the numeric and QoS parameters; ParameterError names the parameter."""
+    for name, allowed in RANGES.items():  # types are the defaults' (rclpy checked them)
+        check_range(name, p[name], allowed)
+    if not p["max_depth_m"] > p["min_depth_m"]:
+        raise ParameterError(f"parameter 'max_depth_m' = {p['max_depth_m']} must be > "
+                             f"min_depth_m = {p['min_depth_m']}")
+    if p["input_qos"] not in INPUT_QOS:
+        raise ParameterError(f"parameter 'input_qos' = {p['input_qos']!r} is not one of "
+                             f"{list(INPUT_QOS)}")
 
 
 def _descriptor(description: str):

@@ -19,6 +19,7 @@ came from) so a broken download or a wrong `--data-root` is obvious.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
@@ -105,8 +106,10 @@ def load_calib(root: str | Path, seq: str) -> dict[str, np.ndarray]:
         raise MS2FormatError(f"MS2 sequence {seq!r}: calibration file {path} does not exist")
     try:
         raw = np.load(path, allow_pickle=True).item()
-    except (ValueError, OSError, AttributeError) as exc:
-        raise MS2FormatError(f"calibration file {path} is not a pickled dict: {exc}") from exc
+    except Exception as exc:  # noqa: BLE001 - a damaged pickle raises almost anything
+        raise MS2FormatError(f"calibration file {path} cannot be read as a pickled dict "
+                             f"({type(exc).__name__}: {exc}); the file is damaged or truncated, "
+                             f"restore it from the MS2 download") from exc
     if not isinstance(raw, dict):
         raise MS2FormatError(f"calibration file {path} holds {type(raw).__name__}, not a dict")
     missing = [k for k in REQUIRED_CALIB_KEYS if k not in raw]
@@ -123,7 +126,19 @@ def load_calib(root: str | Path, seq: str) -> dict[str, np.ndarray]:
             raise MS2FormatError(f"calibration file {path}: {key} has shape {value.shape}, "
                                  f"expected {shape}")
         calib[key] = value.reshape(shape)
+    _check_calib_values(path, calib)
     return calib
+
+
+def _check_calib_values(path: Path, calib: dict[str, np.ndarray]) -> None:
+    """Every value finite and every K a pinhole with positive focal lengths, else MS2FormatError."""
+    for key, value in calib.items():
+        if not np.isfinite(value).all():
+            raise MS2FormatError(f"calibration file {path}: {key} has non-finite entries "
+                                 f"(NaN or inf): {value.tolist()}; restore the file")
+        if key.startswith("K_") and not (value[0, 0] > 0 and value[1, 1] > 0):
+            raise MS2FormatError(f"calibration file {path}: {key} has focal lengths fx = "
+                                 f"{value[0, 0]}, fy = {value[1, 1]}; both must be > 0 (pixels)")
 
 
 def read_thermal(root: str | Path, seq: str, frame: str) -> np.ndarray:
@@ -218,27 +233,83 @@ def timestamp_path(root: str | Path, seq: str, view: str) -> Path:
 
 
 def read_timestamps(root: str | Path, seq: str, view: str) -> np.ndarray | None:
-    """Per-frame stamps in integer nanoseconds, or None if the sequence has no stamp file.
+    """Stamps of the sequence's stamp file in integer nanoseconds, in line order, or None if the
+    sequence has no stamp file. To get the stamp of each frame use `read_stamp_file` and
+    `StampFile.for_frames` (a `<frame> <seconds>` file is keyed by its frame column)."""
+    table = read_stamp_file(root, seq, view)
+    return None if table is None else table.stamps_ns
 
-    Accepted line formats (one frame per line, in frame order; blank and `#` lines ignored):
-    `<seconds>` or `<frame> <seconds>`, seconds as a decimal (`1628237025.123456789`). A bare
-    integer with 16 or more digits is taken as nanoseconds already. Parsing the decimal string
-    directly keeps full nanosecond precision (a float64 of epoch seconds only holds ~0.2 us).
+
+@dataclass(frozen=True)
+class StampFile:
+    """One `img_left_timestamp.txt`: stamps in line order, and its frame column if it has one."""
+
+    path: Path
+    stamps_ns: np.ndarray  # [N] int64, line order
+    frames: tuple[str, ...] | None  # frame ids of `<frame> <seconds>` lines; None for `<seconds>`
+
+    def for_frames(self, frames: list[str]) -> np.ndarray:
+        """[len(frames)] int64 stamps of these frame names ("000000", ...).
+
+        With a frame column the stamp of frame f is the one on f's line (ids compared as numbers
+        when numeric: "12" is frame "000012"), wherever that line is; plain `<seconds>` lines are
+        positional (line i is the i-th frame). A frame with no stamp is an MS2FormatError.
+        """
+        if self.frames is None:
+            if len(self.stamps_ns) < len(frames):
+                raise MS2FormatError(f"timestamp file {self.path} has {len(self.stamps_ns)} stamps "
+                                     f"for {len(frames)} frames; fix it (a `<frame> <seconds>` "
+                                     f"file names each frame's line)")
+            return self.stamps_ns[:len(frames)].copy()
+        line_of = {_frame_key(f): i for i, f in enumerate(self.frames)}
+        missing = [f for f in frames if _frame_key(f) not in line_of]
+        if missing:
+            raise MS2FormatError(f"timestamp file {self.path} has no line for frame(s) "
+                                 f"{missing[:5]}{' ...' if len(missing) > 5 else ''} "
+                                 f"({len(missing)} of {len(frames)}); fix or remove the file")
+        return self.stamps_ns[[line_of[_frame_key(f)] for f in frames]]
+
+
+def read_stamp_file(root: str | Path, seq: str, view: str) -> StampFile | None:
+    """The view's stamp file parsed, or None if the sequence has none.
+
+    Accepted line formats (one frame per line; blank and `#` lines ignored), the same on every
+    line: `<seconds>` or `<frame> <seconds>`, seconds as a decimal (`1628237025.123456789`). A
+    bare integer with 16 or more digits is taken as nanoseconds already. Parsing the decimal
+    string directly keeps full nanosecond precision (a float64 of epoch seconds only holds ~0.2 us).
     """
     path = timestamp_path(root, seq, view)
     if not path.is_file():
         return None
-    stamps = []
+    stamps, frames, seen, widths = [], [], set(), set()
     for number, line in enumerate(path.read_text().splitlines(), start=1):
         tokens = line.replace(",", " ").split()
         if not tokens or tokens[0].startswith("#"):
             continue
         try:
+            if len(tokens) > 2:
+                raise ValueError("too many columns")
             stamps.append(_seconds_to_ns(tokens[-1]))
         except ValueError as exc:
             raise MS2FormatError(f"timestamp file {path} line {number}: cannot parse "
                                  f"{line.strip()!r} as '<seconds>' or '<frame> <seconds>'") from exc
-    return np.asarray(stamps, dtype=np.int64)
+        widths.add(len(tokens))
+        if len(widths) > 1:
+            raise MS2FormatError(f"timestamp file {path} line {number}: {line.strip()!r} mixes "
+                                 f"'<seconds>' and '<frame> <seconds>' lines; use one format")
+        if len(tokens) == 2:
+            if _frame_key(tokens[0]) in seen:
+                raise MS2FormatError(f"timestamp file {path} line {number}: frame {tokens[0]} "
+                                     f"appears twice; keep one line per frame")
+            seen.add(_frame_key(tokens[0]))
+            frames.append(tokens[0])
+    return StampFile(path, np.asarray(stamps, dtype=np.int64),
+                     tuple(frames) if widths == {2} else None)
+
+
+def _frame_key(frame: str) -> str:
+    """Frame ids compare as numbers when numeric ("12" == "000012"), else as text."""
+    return str(int(frame)) if frame.isascii() and frame.isdigit() else frame
 
 
 def _seconds_to_ns(text: str) -> int:

@@ -2,10 +2,14 @@
 
 Every parameter is declared once from PARAMETERS (name, default, description); the node reads the
 values into NodeParams, whose validation names the offending parameter and what to set instead.
-config/depth_fusion.yaml documents the same keys for users.
+Every int/float parameter has an allowed range in RANGES: values must be finite and inside it, so
+durations stay far inside the int64 nanoseconds that rclpy timers and the pairing use (`inf` or
+`1e300` s would otherwise surface later as an OverflowError that names nothing).
+config/depth_fusion.yaml documents the same keys and ranges for users.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, fields
 
 BACKENDS = ("auto", "tensorrt", "onnxruntime", "torch")
@@ -15,6 +19,42 @@ QOS_PROFILES = ("sensor_data", "reliable", "best_effort", "system_default")
 
 class ParameterError(ValueError):
     """A parameter value the node cannot run with; the message names the parameter."""
+
+
+@dataclass(frozen=True)
+class NumberRange:
+    """Inclusive [low, high] an int/float parameter must lie in, plus an optional special value."""
+
+    low: float
+    high: float
+    unit: str = ""
+    off: float | None = None  # also allowed, outside [low, high], e.g. 0 = "no cap"
+    off_means: str = ""
+
+    def describe(self) -> str:
+        """E.g. 'a value in [0, 10] s' or '0 (no cap) or a value in [0.01, 1000] Hz'."""
+        text = f"a value in [{self.low:g}, {self.high:g}]" + (f" {self.unit}" if self.unit else "")
+        return text if self.off is None else f"{self.off:g} ({self.off_means}) or {text}"
+
+    def allows(self, value: float) -> bool:
+        return math.isfinite(value) and (self.low <= value <= self.high or value == self.off)
+
+
+# name -> allowed values of every int/float parameter. The bounds are generous for any real setup;
+# durations stop at an hour (3.6e12 ns), far inside rclpy's int64 nanoseconds (~9.2e18).
+RANGES: dict[str, NumberRange] = {
+    "sync_slop_s": NumberRange(0.0, 10.0, "s"),
+    "sync_queue_size": NumberRange(1, 1000, "messages"),
+    "points_stride": NumberRange(1, 64),
+    "min_depth_m": NumberRange(0.0, 1000.0, "m"),
+    "max_depth_m": NumberRange(0.0, 1000.0, "m"),
+    "stale_timeout_s": NumberRange(0.01, 3600.0, "s"),
+    "diagnostics_period_s": NumberRange(0.01, 3600.0, "s"),
+    # 1 / max_rate_hz is a wait in seconds: a tiny positive rate would be an endless wait.
+    "max_rate_hz": NumberRange(0.01, 1000.0, "Hz", off=0.0, off_means="no cap"),
+    "warmup_iterations": NumberRange(0, 1000, "runs"),
+    "warn_throttle_s": NumberRange(0.0, 3600.0, "s"),
+}
 
 
 @dataclass(frozen=True)
@@ -46,25 +86,20 @@ class NodeParams:
                ".engine or .pt2 file (its sidecar <file>.json must sit next to it)")
         _check_choice("backend", self.backend, BACKENDS)
         _check(bool(self.device), "device", "is empty: use e.g. 'cuda', 'cuda:0' or 'cpu'")
-        _check(self.sync_slop_s >= 0.0, "sync_slop_s", f"= {self.sync_slop_s} must be >= 0")
-        _check(self.sync_queue_size >= 1, "sync_queue_size",
-               f"= {self.sync_queue_size} must be >= 1")
+        for name, allowed in RANGES.items():
+            check_range(name, getattr(self, name), allowed)
         _check(self.publish_thermal or self.publish_rgb, "publish_thermal/publish_rgb",
                "are both false: enable at least one view")
-        _check(self.points_stride >= 1, "points_stride", f"= {self.points_stride} must be >= 1")
-        _check(self.min_depth_m >= 0.0, "min_depth_m", f"= {self.min_depth_m} must be >= 0")
         _check(self.max_depth_m > self.min_depth_m, "max_depth_m",
                f"= {self.max_depth_m} must be > min_depth_m = {self.min_depth_m}")
         _check_choice("output_size", self.output_size, OUTPUT_SIZES)
         _check_choice("input_qos", self.input_qos, QOS_PROFILES)
         _check_choice("output_qos", self.output_qos, QOS_PROFILES)
-        _check(self.stale_timeout_s > 0.0, "stale_timeout_s", f"= {self.stale_timeout_s} must be > 0")
-        _check(self.diagnostics_period_s > 0.0, "diagnostics_period_s",
-               f"= {self.diagnostics_period_s} must be > 0")
-        _check(self.max_rate_hz >= 0.0, "max_rate_hz", f"= {self.max_rate_hz} must be >= 0")
-        _check(self.warmup_iterations >= 0, "warmup_iterations",
-               f"= {self.warmup_iterations} must be >= 0")
-        _check(self.warn_throttle_s >= 0.0, "warn_throttle_s", f"= {self.warn_throttle_s} must be >= 0")
+
+
+def check_range(name: str, value: float, allowed: NumberRange) -> None:
+    """Raise ParameterError naming `name`, its value and `allowed` unless the value is allowed."""
+    _check(allowed.allows(value), name, f"= {value!r} is out of range: set it to {allowed.describe()}")
 
 
 def _check(ok: bool, name: str, problem: str) -> None:
@@ -107,6 +142,10 @@ def parameter_defaults() -> dict[str, object]:
     missing = set(defaults) ^ set(PARAMETERS)
     if missing:
         raise RuntimeError(f"PARAMETERS and NodeParams disagree on {sorted(missing)}")
+    numeric = {n for n, d in defaults.items() if type(d) in (int, float)}
+    if numeric != set(RANGES):
+        raise RuntimeError(f"RANGES and the int/float parameters disagree on "
+                           f"{sorted(numeric ^ set(RANGES))}")
     return defaults
 
 
@@ -132,8 +171,11 @@ def params_from_mapping(values: dict[str, object]) -> NodeParams:
 def declare_and_read(node) -> NodeParams:
     """Declare every parameter on an rclpy node (with its description) and read NodeParams.
 
-    Floats are declared with dynamic typing off but integer YAML values (e.g. `max_rate_hz: 5`)
-    are still accepted, because rclpy would otherwise reject them with an obscure type error.
+    Floats are declared with dynamic typing on so that integer YAML values (e.g. `max_rate_hz: 5`)
+    are accepted, which rclpy would otherwise reject with an obscure type error; the type and the
+    range are then checked here.
+    Ranges are shown as `additional_constraints` (`ros2 param describe`) and checked by NodeParams
+    rather than by rclpy, so a bad value stops start-up with this module's message.
     """
     from rcl_interfaces.msg import ParameterDescriptor
 
@@ -142,6 +184,7 @@ def declare_and_read(node) -> NodeParams:
         descriptor = ParameterDescriptor(
             description=PARAMETERS[name],
             dynamic_typing=isinstance(default, float),
+            additional_constraints=f"finite, {RANGES[name].describe()}" if name in RANGES else "",
         )
         param = node.declare_parameter(name, default, descriptor)
         values[name] = param.value

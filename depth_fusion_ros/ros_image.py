@@ -94,9 +94,13 @@ def numpy_to_image(array_: np.ndarray, encoding: str, header=None) -> Image:
     """Build an Image from an array (little-endian, no row padding).
 
     Args:
-        array_: [H, W] or [H, W, C] whose dtype and channels match `encoding`.
+        array_: [H, W] or [H, W, C] whose dtype and channels match `encoding` (any byte order).
         encoding: one of ENCODINGS.
         header: std_msgs/Header to copy in (stamp and frame_id), or None.
+    Raises:
+        ValueError for an unknown encoding, a channel count or a dtype that does not match it.
+        Nothing is cast: a float64 depth sent as 16UC1 would wrap 70000 to 4464 and NaN to 0,
+        so the caller converts (and clips, and decides what NaN means) on purpose.
     """
     if encoding not in ENCODINGS:
         raise ValueError(f"encoding '{encoding}' is not supported (supported: {sorted(ENCODINGS)})")
@@ -104,6 +108,10 @@ def numpy_to_image(array_: np.ndarray, encoding: str, header=None) -> Image:
     shape_channels = 1 if array_.ndim == 2 else array_.shape[2]
     if array_.ndim not in (2, 3) or shape_channels != channels:
         raise ValueError(f"{encoding} needs {channels} channel(s), got shape {array_.shape}")
+    if (array_.dtype.kind, array_.dtype.itemsize) != (dtype.kind, dtype.itemsize):
+        raise ValueError(f"encoding {encoding} needs {dtype.name} pixels, got {array_.dtype.name}; "
+                         f"convert the array to {dtype.name} first (clip the range, decide what "
+                         f"NaN becomes), numpy_to_image does not cast")
     pixels = np.ascontiguousarray(array_, dtype=dtype.newbyteorder("<"))
     msg = Image()
     if header is not None:

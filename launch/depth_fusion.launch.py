@@ -10,9 +10,21 @@
 thermal_optical_frame and base_link -> rgb_optical_frame with tf2_ros'
 static_transform_publisher (new-style --x ... --frame-id arguments). The defaults put both
 cameras at base_link's origin looking along its x axis (optical z forward, x right, y down).
+
+The launch ends, saying which process exited with which code, when the node or a static TF
+publisher exits (a bad model or parameter makes the node exit with code 2 after a 'cannot start:'
+line): it never stays up with a dead node. RViz is a viewer: closing it leaves the node running.
+The params file is keyed `/**`, so it applies with any `namespace:=`.
 """
-from launch.actions import DeclareLaunchArgument, OpaqueFunction
+from launch.actions import (
+    DeclareLaunchArgument,
+    LogInfo,
+    OpaqueFunction,
+    RegisterEventHandler,
+    Shutdown,
+)
 from launch.conditions import IfCondition
+from launch.event_handlers import OnProcessExit
 from launch.substitutions import LaunchConfiguration, PathJoinSubstitution
 from launch_ros.actions import Node
 from launch_ros.substitutions import FindPackageShare
@@ -29,6 +41,26 @@ INPUT_REMAPS = {  # launch argument -> the node's (relative) input topic
     "rgb_info": "rgb/camera_info",
 }
 OPTIONAL_OVERRIDES = ("model_path", "backend", "device")  # passed only when non-empty
+NODE_EXIT_HINTS = {  # exit code -> meaning, for the message when the node ends the launch
+    2: "start-up error: the 'cannot start:' line above names the parameter or model file",
+    None: "see its output above",
+}
+
+
+def _shutdown_on_exit(process: Node, what: str, hints: dict) -> RegisterEventHandler:
+    """End the whole launch when `process` exits while it runs, logging why.
+
+    `hints` maps an exit code to what it means; key None covers every other code.
+    """
+    def on_exit(event, context) -> list | None:
+        if context.is_shutdown:
+            return None  # Ctrl-C or another process already ends the launch
+        reason = f"{what} exited with code {event.returncode}"
+        hint = hints.get(event.returncode, hints[None])
+        return [LogInfo(msg=f"{reason} ({hint}): shutting the launch down"),
+                Shutdown(reason=reason)]
+
+    return RegisterEventHandler(OnProcessExit(target_action=process, on_exit=on_exit))
 
 
 def _static_tf_arguments(camera: str) -> list:
@@ -44,17 +76,20 @@ def _static_tf_arguments(camera: str) -> list:
     return args
 
 
-def _static_tf_node(camera: str) -> Node:
+def _static_tf_node(camera: str) -> list:
     """tf2_ros static_transform_publisher for one camera (only with publish_static_tf:=true)."""
     cmd = []
     for key in ("x", "y", "z", "roll", "pitch", "yaw"):
         cmd += [f"--{key}", LaunchConfiguration(f"{camera}_tf_{key}")]
     cmd += ["--frame-id", LaunchConfiguration("base_frame_id"),
             "--child-frame-id", LaunchConfiguration(f"{camera}_frame_id")]
-    return Node(package="tf2_ros", executable="static_transform_publisher",
-                name=f"{camera}_static_tf", namespace=LaunchConfiguration("namespace"),
-                arguments=cmd, parameters=[{"use_sim_time": LaunchConfiguration("use_sim_time")}],
-                condition=IfCondition(LaunchConfiguration("publish_static_tf")))
+    static_tf = Node(package="tf2_ros", executable="static_transform_publisher",
+                     name=f"{camera}_static_tf", namespace=LaunchConfiguration("namespace"),
+                     arguments=cmd,
+                     parameters=[{"use_sim_time": LaunchConfiguration("use_sim_time")}],
+                     condition=IfCondition(LaunchConfiguration("publish_static_tf")))
+    hints = {None: f"check the {camera}_tf_* and {camera}_frame_id arguments"}
+    return [static_tf, _shutdown_on_exit(static_tf, f"{camera} static_transform_publisher", hints)]
 
 
 def _depth_fusion_node(context) -> list:
@@ -64,13 +99,14 @@ def _depth_fusion_node(context) -> list:
         value = LaunchConfiguration(name).perform(context)
         if value:
             overrides[name] = value
-    return [Node(
+    node = Node(
         package=PACKAGE, executable="depth_fusion_node", name="depth_fusion",
         namespace=LaunchConfiguration("namespace"), output="screen", emulate_tty=True,
         parameters=[LaunchConfiguration("params_file"), overrides,
                     {"use_sim_time": LaunchConfiguration("use_sim_time")}],
         remappings=[(topic, LaunchConfiguration(arg)) for arg, topic in INPUT_REMAPS.items()],
-    )]
+    )
+    return [node, _shutdown_on_exit(node, "depth_fusion_node", NODE_EXIT_HINTS)]
 
 
 def generate_launch_description() -> LaunchDescription:
@@ -105,9 +141,5 @@ def generate_launch_description() -> LaunchDescription:
                 arguments=["-d", LaunchConfiguration("rviz_config")],
                 parameters=[{"use_sim_time": LaunchConfiguration("use_sim_time")}],
                 condition=IfCondition(LaunchConfiguration("rviz")))
-    return LaunchDescription(args + [
-        OpaqueFunction(function=_depth_fusion_node),
-        _static_tf_node("thermal"),
-        _static_tf_node("rgb"),
-        rviz,
-    ])
+    return LaunchDescription(args + [OpaqueFunction(function=_depth_fusion_node)]
+                             + _static_tf_node("thermal") + _static_tf_node("rgb") + [rviz])

@@ -8,9 +8,22 @@ Starts `ros2 bag play BAG --clock` (the bag carries /tf_static, camera images an
 /gt/*/depth ground truth), depth_fusion.launch.py with use_sim_time, the depth_fusion_evaluator
 (metrics on /diagnostics and /depth_fusion_evaluator/metrics, CSV and summary at shutdown) and
 RViz with config/depth_fusion.rviz.
+
+The replay ends, with a message naming the process and its exit code, when the player exits (the
+bag has been played to its end, or `ros2 bag` failed: rosbag2 missing, no bag at `bag:=`), when
+the evaluator exits or (handled in depth_fusion.launch.py) when the node exits. On that shutdown
+the evaluator writes its CSV and summary of what it scored. Closing RViz ends nothing.
 """
-from launch.actions import DeclareLaunchArgument, ExecuteProcess, IncludeLaunchDescription
+from launch.actions import (
+    DeclareLaunchArgument,
+    ExecuteProcess,
+    IncludeLaunchDescription,
+    LogInfo,
+    RegisterEventHandler,
+    Shutdown,
+)
 from launch.conditions import IfCondition, UnlessCondition
+from launch.event_handlers import OnProcessExit
 from launch.launch_description_sources import PythonLaunchDescriptionSource
 from launch.substitutions import LaunchConfiguration, PathJoinSubstitution
 from launch_ros.actions import Node
@@ -19,17 +32,44 @@ from launch_ros.substitutions import FindPackageShare
 from launch import LaunchDescription
 
 PACKAGE = "depth_fusion_ros"
+BAG_EXIT_HINTS = {  # exit code -> meaning, for the message when the player ends the replay
+    0: "the bag has been played to its end",
+    None: "see its output above: is rosbag2 installed (ros-jazzy-rosbag2) and is bag:= a "
+          "rosbag2 folder written by ms2_to_bag?",
+}
+EVALUATOR_EXIT_HINTS = {
+    2: "start-up error: its 'error:' line above names the parameter",
+    None: "see its output above",
+}
 
 
-def _bag_play(loop: bool) -> ExecuteProcess:
+def _shutdown_on_exit(process: ExecuteProcess, what: str, hints: dict) -> RegisterEventHandler:
+    """End the whole launch when `process` exits while it runs, logging why.
+
+    `hints` maps an exit code to what it means; key None covers every other code. (The same
+    helper as in depth_fusion.launch.py: launch files are loaded by path, not imported.)
+    """
+    def on_exit(event, context) -> list | None:
+        if context.is_shutdown:
+            return None  # Ctrl-C or another process already ends the launch
+        reason = f"{what} exited with code {event.returncode}"
+        hint = hints.get(event.returncode, hints[None])
+        return [LogInfo(msg=f"{reason} ({hint}): shutting the launch down"),
+                Shutdown(reason=reason)]
+
+    return RegisterEventHandler(OnProcessExit(target_action=process, on_exit=on_exit))
+
+
+def _bag_play(loop: bool) -> list:
     """`ros2 bag play BAG --rate R [--loop] --clock` (the bag publishes /clock for sim time)."""
     cmd = ["ros2", "bag", "play", LaunchConfiguration("bag"), "--rate", LaunchConfiguration("rate")]
     if loop:
         cmd.append("--loop")
     cmd.append("--clock")
     condition = IfCondition if loop else UnlessCondition
-    return ExecuteProcess(cmd=cmd, name="bag_play", output="screen",
+    play = ExecuteProcess(cmd=cmd, name="bag_play", output="screen",
                           condition=condition(LaunchConfiguration("loop")))
+    return [play, _shutdown_on_exit(play, "ros2 bag play", BAG_EXIT_HINTS)]
 
 
 def generate_launch_description() -> LaunchDescription:
@@ -75,4 +115,7 @@ def generate_launch_description() -> LaunchDescription:
                      "summary_path": LaunchConfiguration("summary_path"),
                      "use_sim_time": True}],
     )
-    return LaunchDescription(args + [_bag_play(loop=False), _bag_play(loop=True), node, evaluator])
+    return LaunchDescription(args + _bag_play(loop=False) + _bag_play(loop=True) + [
+        node, evaluator,
+        _shutdown_on_exit(evaluator, "depth_fusion_evaluator", EVALUATOR_EXIT_HINTS),
+    ])

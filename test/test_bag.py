@@ -155,8 +155,13 @@ def test_refuses_overwrite_without_force(ms2_seq, tmp_path, capsys):
             "--max-frames", "1", "--no-gt"]
     assert main(args) == 2
     assert str(out) in capsys.readouterr().err and (out / "keep.txt").exists()
-    assert main(args + ["--force"]) == 0
-    assert not (out / "keep.txt").exists()
+    # --force replaces only a rosbag2 bag: this folder of someone's files is refused, untouched.
+    assert main(args + ["--force"]) == 2
+    assert "only replaces a rosbag2 bag" in capsys.readouterr().err
+    assert [p.name for p in out.iterdir()] == ["keep.txt"]
+    (out / "keep.txt").unlink()
+    out.rmdir()
+    assert main(args) == 0 and main(args + ["--force"]) == 0  # a bag is replaced
     meta = yaml.safe_load((out / "metadata.yaml").read_text())["rosbag2_bagfile_information"]
     assert meta["message_count"] == 1 + 4  # tf_static + 2 images + 2 camera infos, no GT
     assert main(["--ms2-root", str(tmp_path / "nowhere"), "--sequence", seq, "--out",
@@ -326,3 +331,225 @@ def _read_stamps(bag: Path, topic: str) -> list[int]:
     with Reader(bag) as reader:
         conns = [c for c in reader.connections if c.topic == topic]
         return [stamp for _, stamp, _ in reader.messages(connections=conns)]
+
+
+# --- Tools that never lie about their data: bad inputs are errors that name the file (exit 2) ---
+
+def _copy_dataset(ms2_seq, tmp_path) -> tuple[Path, str]:
+    root, seq = ms2_seq
+    copy = tmp_path / "ms2"
+    shutil.copytree(root, copy)
+    return copy, seq
+
+
+def _args(root: Path, seq: str, out: Path, *extra: str) -> list[str]:
+    return ["--ms2-root", str(root), "--sequence", seq, "--out", str(out), "--quiet", "--no-gt",
+            *extra]
+
+
+def _one_line_error(err: str, *names: str) -> None:
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(("ms2_to_bag: error: ",
+                                                    "depth_fusion_bag_player: error: ")), err
+    assert "Traceback" not in err and all(name in err for name in names), err
+
+
+@pytest.mark.parametrize("view", ["thr", "rgb"])
+def test_frame_in_one_modality_is_an_error(ms2_seq, tmp_path, capsys, view):
+    """A thermal (or RGB) PNG missing mid-sequence: exit 2 naming it, not a bag with shifted
+    thermal stamps and a silently dropped RGB frame."""
+    root, seq = _copy_dataset(ms2_seq, tmp_path)
+    missing = ms2.image_path(root, seq, view, "000001")
+    missing.unlink()
+    out = tmp_path / "out.bag"
+    assert main(_args(root, seq, out)) == 2
+    _one_line_error(capsys.readouterr().err, str(missing))
+    assert not out.exists()
+
+
+def test_stamps_keyed_by_frame_column(ms2_seq, tmp_path):
+    """`<frame> <seconds>` lines in any order give each frame its own stamp; `<seconds>` lines
+    stay positional."""
+    root, seq = _copy_dataset(ms2_seq, tmp_path)
+    thr_file = ms2.timestamp_path(root, seq, "thr")
+    lines = thr_file.read_text().splitlines()
+    by_frame = {line.split()[0]: ms2._seconds_to_ns(line.split()[1]) for line in lines}
+    thr_file.write_text("\n".join(reversed(lines)) + "\n")  # same pairs, lines reversed
+    rgb_file = ms2.timestamp_path(root, seq, "rgb")
+    rgb_seconds = ["1628237025.5", "1628237026", "1628237026.25"]
+    rgb_file.write_text("".join(f"{s}\n" for s in rgb_seconds))  # no frame column
+    out = tmp_path / "out.bag"
+    convert(ConvertConfig(ms2_root=root, sequence=seq, out=out, with_gt=False, progress=False))
+    msgs = _read_all(out)
+    thermal = [(stamp, msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec, msg)
+               for stamp, msg in msgs["/thermal/image_raw"]]
+    frames = ms2.list_frames(root, seq)
+    assert [t[0] for t in thermal] == [t[1] for t in thermal] == [by_frame[f] for f in frames]
+    for (_, _, msg), frame in zip(thermal, frames, strict=True):  # the pixels of that frame
+        np.testing.assert_array_equal(_pixels(msg), ms2.read_thermal(root, seq, frame))
+    assert [s for s, _ in msgs["/rgb/image_raw"]] == [1628237025_500000000, 1628237026_000000000,
+                                                      1628237026_250000000]
+
+
+def test_stamp_file_problems_are_errors(ms2_seq, tmp_path, capsys):
+    root, seq = _copy_dataset(ms2_seq, tmp_path)
+    thr_file, rgb_file = (ms2.timestamp_path(root, seq, v) for v in ("thr", "rgb"))
+    thr_text = thr_file.read_text()
+    thr_file.write_text("".join(thr_text.splitlines(keepends=True)[:2]))  # no line for 000002
+    assert main(_args(root, seq, tmp_path / "a.bag")) == 2
+    _one_line_error(capsys.readouterr().err, str(thr_file), "000002")
+    thr_file.unlink()  # RGB stamps are 2021 epoch times, thermal would start at 0: never pairs
+    assert main(_args(root, seq, tmp_path / "b.bag")) == 2
+    _one_line_error(capsys.readouterr().err, str(thr_file), str(rgb_file))
+    rgb_file.unlink()  # neither: both streams 15 Hz from zero
+    assert main(_args(root, seq, tmp_path / "c.bag")) == 0
+    msgs = _read_all(tmp_path / "c.bag")
+    for topic in ("/thermal/image_raw", "/rgb/image_raw"):
+        assert [s for s, _ in msgs[topic]] == [0, 66_666_667, 133_333_334]
+    assert not (tmp_path / "a.bag").exists() and not (tmp_path / "b.bag").exists()
+
+
+def test_bad_calib_and_max_frames_are_errors(ms2_seq, tmp_path, capsys):
+    root, seq = _copy_dataset(ms2_seq, tmp_path)
+    calib_path = root / "sync_data" / seq / "calib.npy"
+    good = ms2.load_calib(root, seq)
+    out = tmp_path / "out.bag"
+    for argv in (["--max-frames", "0"], ["--max-frames", "-2"]):
+        with pytest.raises(SystemExit) as exit_info:
+            main(_args(root, seq, out, *argv))
+        assert exit_info.value.code == 2 and "--max-frames" in capsys.readouterr().err
+    calib_path.write_bytes(calib_path.read_bytes()[:200])  # truncated pickle
+    assert main(_args(root, seq, out)) == 2
+    _one_line_error(capsys.readouterr().err, str(calib_path))
+    for key, bad in (("K_thrL", np.nan), ("K_rgbL", 0.0)):
+        calib = {k: v.copy() for k, v in good.items()}
+        calib[key][0, 0] = bad
+        np.save(calib_path, calib, allow_pickle=True)
+        assert main(_args(root, seq, out)) == 2
+        _one_line_error(capsys.readouterr().err, str(calib_path), key)
+    assert not out.exists()
+
+
+def test_force_replaces_only_a_bag(ms2_seq, tmp_path, capsys):
+    root, seq = ms2_seq
+    out = tmp_path / "out.bag"
+    out.mkdir()
+    (out / "metadata.yaml").write_text("mine: true\n")
+    (out / "thesis.tex").write_text("years of work")
+    assert main(_args(root, seq, out, "--max-frames", "1", "--force")) == 2
+    _one_line_error(capsys.readouterr().err, str(out), "thesis.tex")
+    assert sorted(p.name for p in out.iterdir()) == ["metadata.yaml", "thesis.tex"]
+    a_file = tmp_path / "notes.bag"
+    a_file.write_text("not a bag")
+    assert main(_args(root, seq, a_file, "--max-frames", "1", "--force")) == 2
+    assert a_file.read_text() == "not a bag"
+    bag = tmp_path / "real.bag"
+    assert main(_args(root, seq, bag, "--max-frames", "1")) == 0
+    assert main(_args(root, seq, bag, "--max-frames", "2", "--force")) == 0
+    meta = yaml.safe_load((bag / "metadata.yaml").read_text())["rosbag2_bagfile_information"]
+    assert meta["message_count"] == 1 + 2 * 4
+
+
+def _dead_pid() -> int:
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
+
+
+def test_sigkill_leftovers_removed_by_next_run(ms2_seq, tmp_path):
+    """A SIGKILLed conversion leaves `.out.bag.partial-PID/`; the next run removes it (dead PID)
+    and nothing else: a live writer's folder and other names stay."""
+    root, seq = ms2_seq
+    out = tmp_path / "out.bag"
+    slow = ("import sys, time; from depth_fusion_ros import ms2; read = ms2.read_rgb\n"
+            "def slow(*a, **k):\n    time.sleep(0.5)\n    return read(*a, **k)\n"
+            "ms2.read_rgb = slow\nfrom depth_fusion_ros.bag.ms2_to_bag import main\n"
+            "sys.exit(main(sys.argv[1:]))")
+    proc = subprocess.Popen([sys.executable, "-c", slow] + _args(root, seq, out), env=ros_env())
+    deadline = time.monotonic() + 20
+    while not list(tmp_path.glob(".out.bag.partial-*/out.bag/*.mcap")):
+        assert time.monotonic() < deadline and proc.poll() is None, "never started writing"
+        time.sleep(0.05)
+    proc.kill()
+    proc.wait(timeout=20)
+    killed = tmp_path / f".out.bag.partial-{proc.pid}"
+    assert killed.is_dir()  # SIGKILL: no cleanup ran
+    live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        keep = [tmp_path / f".out.bag.partial-{live.pid}", tmp_path / ".out.bag.partial-x1",
+                tmp_path / f".other.bag.partial-{_dead_pid()}", tmp_path / f".out.bag.old-{live.pid}"]
+        for path in keep:
+            path.mkdir()
+        trash = tmp_path / f".out.bag.old-{_dead_pid()}"  # killed between the two renames
+        trash.mkdir()
+        convert(ConvertConfig(ms2_root=root, sequence=seq, out=out, with_gt=False,
+                              max_frames=1, progress=False))
+        assert not killed.exists() and not trash.exists()
+        assert all(path.is_dir() for path in keep)
+        assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+            [out.name] + [p.name for p in keep])
+    finally:
+        live.kill()
+        live.wait()
+
+
+def _damage(bag: Path, how: str) -> Path:
+    """The file `how` damages in a copy of `bag` (the copy is the bag folder's parent)."""
+    mcap = next(bag.glob("*.mcap"))
+    data = mcap.read_bytes()
+    if how == "truncated":
+        mcap.write_bytes(data[:len(data) // 2])
+    elif how == "empty":
+        mcap.write_bytes(b"")
+    elif how == "bad_magic":
+        mcap.write_bytes(b"PK\x03\x04" + data[4:])
+    elif how == "missing":
+        mcap.unlink()
+    elif how == "random_bytes":
+        noise = np.random.default_rng(0).integers(0, 256, 64, dtype=np.uint8).tobytes()
+        middle = len(data) // 2
+        mcap.write_bytes(data[:middle] + noise + data[middle + 64:])
+    else:
+        meta = bag / "metadata.yaml"
+        meta.write_text({"bad_yaml": "rosbag2_bagfile_information: [unclosed\n  - x: {",
+                         "not_a_bag_yaml": "just: a mapping\n"}[how])
+        return meta
+    return mcap
+
+
+@pytest.mark.parametrize("how", ["truncated", "empty", "bad_magic", "missing", "bad_yaml",
+                                 "not_a_bag_yaml"])
+def test_player_rejects_damaged_bag(mcap_bag, tmp_path, capsys, how):
+    from depth_fusion_ros.bag import player
+
+    bag = tmp_path / mcap_bag.name
+    shutil.copytree(mcap_bag, bag)
+    damaged = _damage(bag, how)
+    assert player.main([str(bag), "--quiet"]) == 2
+    _one_line_error(capsys.readouterr().err, str(damaged))
+
+
+def test_player_detects_random_bytes_by_crc(mcap_bag, tmp_path):
+    """64 random bytes mid-file: the converter's CRCs make the player refuse it (exit 2) before
+    publishing anything; the intact bag passes the same check."""
+    bag = tmp_path / mcap_bag.name
+    shutil.copytree(mcap_bag, bag)
+    damaged = _damage(bag, "random_bytes")
+    run = subprocess.run(script_cmd("depth_fusion_bag_player", "depth_fusion_ros.bag.player")
+                         + [str(bag), "--quiet"], env=ros_env(), capture_output=True, text=True,
+                         timeout=60)
+    assert run.returncode == 2, run.stdout + run.stderr
+    _one_line_error(run.stderr, str(damaged), "fails its CRC")
+    from depth_fusion_ros.bag.integrity import check_bag
+
+    check_bag(mcap_bag)  # the intact bag passes
+
+
+def test_bag_image_refuses_mismatched_dtype():
+    """The converter's Image builder casts nothing either (float64 as mono16 would wrap)."""
+    with pytest.raises(ValueError, match="mono16 needs uint16 pixels, got float64"):
+        rt.image(np.array([[70000.0, np.nan]]), "mono16", 0, "thermal_optical_frame")
+    with pytest.raises(ValueError, match="32FC1 needs float32 pixels, got float64"):
+        rt.image(np.zeros((2, 2)), "32FC1", 0, "thermal_optical_frame")
+    msg = rt.image(np.array([[1, 65535]], ">u2"), "mono16", 0, "thermal_optical_frame")
+    assert bytes(msg.data) == np.array([[1, 65535]], "<u2").tobytes()

@@ -258,3 +258,53 @@ def test_train_config_validates_protocol_keys(tmp_path):
         load_config(path, ["data.conditions=[day, fog]"])
     with pytest.raises(ConfigError, match="min_speed_mps"):
         load_config(path, ["data.min_speed_mps=-1"])
+
+
+def test_stamps_keyed_by_frame_column(ms2_root):
+    """`<frame> <seconds>` lines give each frame the stamp on its own line, in any line order;
+    `<seconds>` lines are positional; problems name the file and line."""
+    path = ms2.timestamp_path(ms2_root, SEQ, "thr")
+    path.write_text("# frame seconds\n000002 12.5\n0 10.0\n000001 11.25\n")
+    table = ms2.read_stamp_file(ms2_root, SEQ, "thr")
+    assert table.path == path and table.frames == ("000002", "0", "000001")
+    assert table.for_frames(["000000", "000001", "000002"]).tolist() == [
+        10_000_000_000, 11_250_000_000, 12_500_000_000]
+    assert table.for_frames(["000001"]).tolist() == [11_250_000_000]  # a gap keeps its stamp
+    assert ms2.read_timestamps(ms2_root, SEQ, "thr").tolist() == [  # line order, as before
+        12_500_000_000, 10_000_000_000, 11_250_000_000]
+    with pytest.raises(ms2.MS2FormatError, match=r"thr/img_left_timestamp\.txt.*000007"):
+        table.for_frames(["000000", "000007"])
+    rgb = ms2.read_stamp_file(ms2_root, SEQ, "rgb")
+    assert rgb.frames is None
+    assert rgb.for_frames(["000005"]).tolist() == [1628237025500000000]  # positional
+    with pytest.raises(ms2.MS2FormatError, match=r"rgb/img_left_timestamp\.txt has 2 stamps"):
+        rgb.for_frames(["a", "b", "c"])
+    for text, message in (("000000 1.0\n2.0\n", r"line 2: '2\.0' mixes"),
+                          ("000000 1.0\n0 2.0\n", r"line 2: frame 0 appears twice"),
+                          ("000000 1.0 7\n", r"line 1: cannot parse")):
+        path.write_text(text)
+        with pytest.raises(ms2.MS2FormatError, match=rf"{path}.*{message}"):
+            ms2.read_stamp_file(ms2_root, SEQ, "thr")
+    path.unlink()
+    assert ms2.read_stamp_file(ms2_root, SEQ, "thr") is None
+
+
+def test_damaged_calib_named(ms2_root):
+    """A truncated pickle, a NaN in K or a non-positive focal length: MS2FormatError naming the
+    file (and the key), never a pickle traceback or a bag with NaN intrinsics."""
+    path = ms2_root / "sync_data" / SEQ / "calib.npy"
+    good = path.read_bytes()
+    for cut in (10, 200, len(good) - 20):
+        path.write_bytes(good[:cut])
+        with pytest.raises(ms2.MS2FormatError, match=rf"calibration file {path} cannot be read"):
+            ms2.load_calib(ms2_root, SEQ)
+    for key, row, col, value, message in (("K_thrL", 1, 2, np.nan, "non-finite"),
+                                          ("K_rgbL", 0, 0, 0.0, "fx = 0.0"),
+                                          ("K_thrL", 1, 1, -400.0, "fy = -400.0"),
+                                          ("R_nir2rgb", 0, 0, np.inf, "non-finite")):
+        calib = _calib()
+        calib[key] = np.array(calib[key], dtype=np.float64)
+        calib[key][row, col] = value
+        np.save(path, calib, allow_pickle=True)
+        with pytest.raises(ms2.MS2FormatError, match=rf"{path}: {key} .*{message}"):
+            ms2.load_calib(ms2_root, SEQ)

@@ -70,3 +70,25 @@ def test_allowed_encodings():
     with pytest.raises(ImageDecodeError) as err:
         image_to_numpy(msg, allowed=("mono16",))
     assert err.value.reason == "unsupported_encoding" and "mono16" in str(err.value)
+
+
+@pytest.mark.parametrize("encoding,array", [
+    ("16UC1", np.array([[70000.0, -1.0, 3.7, np.nan]])),  # would wrap to [4464, 65535, 3, 0]
+    ("mono16", np.array([[1, 2]], np.int32)),
+    ("mono16", np.array([[1, 2]], np.uint8)),
+    ("32FC1", np.array([[1.5, 2.5]], np.float64)),
+    ("32FC1", np.array([[1, 2]], np.uint16)),
+    ("mono8", np.array([[300, 2]], np.uint16)),
+    ("rgb8", np.zeros((2, 2, 3), np.float32)),
+    ("bgr8", np.zeros((2, 2, 3), np.int8)),
+])
+def test_numpy_to_image_refuses_mismatched_dtype(encoding, array):
+    with pytest.raises(ValueError) as err:
+        numpy_to_image(array, encoding)
+    assert encoding in str(err.value) and array.dtype.name in str(err.value)
+
+
+def test_numpy_to_image_accepts_big_endian_of_the_right_type():
+    values = np.array([[70, 65535]], dtype=">u2")
+    out = image_to_numpy(numpy_to_image(values, "16UC1"))
+    assert out.dtype == np.uint16 and out.tolist() == [[70, 65535]]

@@ -37,7 +37,7 @@ def console_script(name: str) -> str:
 def write_params(out_dir: Path, model_path: Path) -> tuple[Path, Path]:
     """Node and evaluator parameter files: the shipped YAMLs with the demo's values filled in."""
     node = yaml.safe_load((REPO_ROOT / "config" / "depth_fusion.yaml").read_text())
-    node_params = node["depth_fusion"]["ros__parameters"]
+    node_params = node["/**"]["ros__parameters"]
     # Replay over loopback: reliable input so no frame of the evaluation is lost in a socket buffer
     # (best effort, the camera default, drops large images when this 2-core machine is busy).
     # Wall-clock time, not /clock: with use_sim_time and the pip-only player's /clock, the node
@@ -45,7 +45,7 @@ def write_params(out_dir: Path, model_path: Path) -> tuple[Path, Path]:
     node_params.update(model_path=str(model_path.resolve()), backend="onnxruntime", device="cpu",
                        input_qos="reliable")
     evaluator = yaml.safe_load((REPO_ROOT / "config" / "evaluator.yaml").read_text())
-    eval_params = evaluator["depth_fusion_evaluator"]["ros__parameters"]
+    eval_params = evaluator["/**"]["ros__parameters"]
     eval_params.update(csv_path=str((out_dir / "live_metrics.csv").resolve()),
                        summary_path=str((out_dir / "live_summary.md").resolve()))
     node_file, eval_file = out_dir / "node_params.yaml", out_dir / "evaluator_params.yaml"

@@ -22,14 +22,31 @@ Frames (REP 103 / 105):
 - `thermal_optical_frame`, `rgb_optical_frame`: the rectified left thermal / RGB cameras
   (z forward, x right, y down). Their poses come from `R/T_nir2thr`, `R/T_nir2rgb` of calib.npy.
 
-Stamps: `{thr,rgb}/img_left_timestamp.txt` when present, else frame index / 15 Hz from zero.
-The bag is written under a hidden `.<name>.partial-<pid>` folder next to `--out` and renamed at
-the end, so an interrupted conversion never leaves a complete-looking bag at `--out`.
+Pairing: every frame must have both a thermal and an RGB image (`thr/img_left/F.png` and
+`rgb/img_left/F.png`); a frame present in only one modality is an error naming the missing file.
+
+Stamps: from `{thr,rgb}/img_left_timestamp.txt`. A `<frame> <seconds>` file is keyed by its frame
+column (frame F gets the stamp on F's line, wherever the line is; a frame with no line is an
+error); a plain `<seconds>` file is positional (line i = the i-th frame in name order). Both files
+or neither: with neither, both streams are stamped frame index / 15 Hz from zero; with only one,
+the streams could never pair (epoch stamps against stamps from zero), so that is an error.
+
+Output: the bag is written under a hidden `.<name>.partial-<pid>` folder next to `--out` and
+renamed at the end, so an interrupted conversion never leaves a complete-looking bag at `--out`.
+Leftover `.<name>.partial-<pid>` / `.<name>.old-<pid>` folders of a killed run (SIGKILL, OOM),
+whose PID is no longer alive, are removed by the next run for the same `--out`. mcap files get
+their CRCs (chunks, data section, summary) written after the fact, since rosbags writes none, so
+`depth_fusion_bag_player` can detect damage. `--force` replaces only what is recognisably a
+rosbag2 bag: a folder with metadata.yaml and nothing but .mcap/.db3/.yaml files; anything else at
+`--out` is refused (remove it yourself or choose another `--out`).
+
+Exit codes: 0 written, 2 bad input or arguments (one line naming the file), 130 interrupted.
 """
 from __future__ import annotations
 
 import argparse
 import os
+import re
 import shutil
 import signal
 import sys
@@ -43,12 +60,15 @@ from tqdm import tqdm
 
 from depth_fusion_ros import ms2
 from depth_fusion_ros.bag import ros_types as rt
+from depth_fusion_ros.bag.integrity import seal_mcap
+from depth_fusion_ros.fileio import remove_stale_temporaries
 
 BASE_FRAME = "base_link"
 OPTICAL_FRAMES = {"thermal": "thermal_optical_frame", "rgb": "rgb_optical_frame"}
 MS2_VIEW = {"thermal": "thr", "rgb": "rgb"}  # our view name -> MS2 folder name
 CAMERA_RATE_HZ = 15.0
 BAG_VERSION = 9  # rosbag2 metadata version written by ROS 2 Jazzy
+BAG_FILE_SUFFIXES = (".mcap", ".db3", ".yaml")  # all a folder may hold for --force to replace it
 # Pose of a camera optical frame (z fwd, x right, y down) in its body frame (x fwd, y left, z up).
 BODY_FROM_OPTICAL = np.array([[0, 0, 1, 0], [-1, 0, 0, 0], [0, -1, 0, 0], [0, 0, 0, 1]],
                              dtype=np.float64)
@@ -78,16 +98,37 @@ class ConvertResult:
     size_bytes: int
 
 
-def frame_stamps_ns(root: Path, seq: str, view: str, n_frames: int) -> np.ndarray:
-    """[N] int64 header stamps of one view: the MS2 timestamp file, else 15 Hz from zero."""
-    stamps = ms2.read_timestamps(root, seq, MS2_VIEW[view])
-    if stamps is None:
-        return (np.arange(n_frames, dtype=np.int64) * round(1e9 / CAMERA_RATE_HZ)).astype(np.int64)
-    stamps = np.asarray(stamps, dtype=np.int64)
-    if len(stamps) < n_frames:
-        raise ValueError(f"{root}/sync_data/{seq}/{MS2_VIEW[view]}/img_left_timestamp.txt has "
-                         f"{len(stamps)} stamps for {n_frames} frames; fix or remove the file")
-    return stamps[:n_frames]
+def frame_stamps_ns(root: Path, seq: str, frames: list[str]) -> dict[str, np.ndarray]:
+    """[N] int64 header stamps of each view for these frames (the stamp rule of the module doc)."""
+    tables = {v: ms2.read_stamp_file(root, seq, MS2_VIEW[v]) for v in OPTICAL_FRAMES}
+    if all(t is None for t in tables.values()):
+        fallback = np.arange(len(frames), dtype=np.int64) * round(1e9 / CAMERA_RATE_HZ)
+        return {v: fallback.copy() for v in OPTICAL_FRAMES}
+    if any(t is None for t in tables.values()):
+        have, lack = sorted(OPTICAL_FRAMES, key=lambda v: tables[v] is None)
+        raise ms2.MS2FormatError(
+            f"{ms2.timestamp_path(root, seq, MS2_VIEW[have])} exists but "
+            f"{ms2.timestamp_path(root, seq, MS2_VIEW[lack])} does not: {lack} stamps would start "
+            f"at 0 while {have} stamps are the file's, so the bag could never pair them; restore "
+            f"the missing file, or remove both for 15 Hz stamps from zero")
+    return {v: tables[v].for_frames(frames) for v in OPTICAL_FRAMES}
+
+
+def paired_frames(root: Path, seq: str) -> list[str]:
+    """Sorted frame names with both a thermal and an RGB image; a frame in only one modality is
+    an MS2FormatError naming the missing file(s)."""
+    rgb_dir = Path(root) / "sync_data" / seq / "rgb" / "img_left"
+    frames = {"thr": set(ms2.list_frames(root, seq)),  # names the folder if it has no frames
+              "rgb": {p.stem for p in rgb_dir.glob("*.png")}}
+    missing = sorted((f, view) for view, other in (("thr", "rgb"), ("rgb", "thr"))
+                     for f in frames[other] - frames[view])
+    if missing:
+        paths = [str(ms2.image_path(root, seq, view, f)) for f, view in missing[:3]]
+        raise ms2.MS2FormatError(
+            f"{len(missing)} frame(s) have an image in only one modality; missing: "
+            f"{', '.join(paths)}{' ...' if len(missing) > 3 else ''}; restore the file(s) or "
+            f"remove the frame from both thr/img_left and rgb/img_left")
+    return sorted(frames["thr"])
 
 
 def camera_poses_in_base(calib: dict) -> dict[str, np.ndarray]:
@@ -107,19 +148,32 @@ def static_tf_message(calib: dict, stamp_ns: int):
                           for v in ("thermal", "rgb")])
 
 
+def _check_replaceable(out: Path) -> None:
+    """FileExistsError unless `out` is recognisably a rosbag2 bag that --force may replace."""
+    if out.is_symlink() or not out.is_dir():
+        reason = "is a symbolic link" if out.is_symlink() else "is a file, not a bag folder"
+    elif not (out / "metadata.yaml").is_file():
+        reason = "has no metadata.yaml"
+    else:
+        others = sorted(p.name for p in out.iterdir() if p.is_symlink() or not p.is_file()
+                        or p.suffix not in BAG_FILE_SUFFIXES)
+        reason = f"also holds {others[:5]}" if others else None
+    if reason:
+        raise FileExistsError(f"--out {out} exists and {reason}; --force only replaces a rosbag2 "
+                              f"bag (a folder with metadata.yaml and only .mcap/.db3/.yaml "
+                              f"files): remove it yourself or choose another --out")
+
+
 def _check_inputs(cfg: ConvertConfig) -> list[str]:
     seq_dir = Path(cfg.ms2_root) / "sync_data" / cfg.sequence
     if not seq_dir.is_dir():
         raise FileNotFoundError(f"MS2 sequence folder {seq_dir} does not exist; check --ms2-root "
                                 f"(the folder holding sync_data/) and --sequence")
-    frames = ms2.list_frames(cfg.ms2_root, cfg.sequence)
-    if not frames:
-        raise FileNotFoundError(f"no frames in {seq_dir}/thr/img_left")
-    if cfg.max_frames is not None:
-        frames = frames[:max(0, cfg.max_frames)]
-    if cfg.out.exists() and not cfg.force:
-        raise FileExistsError(f"{cfg.out} exists; pass --force to overwrite it")
-    return frames
+    if cfg.out.exists() or cfg.out.is_symlink():
+        if not cfg.force:
+            raise FileExistsError(f"{cfg.out} exists; pass --force to overwrite it")
+        _check_replaceable(cfg.out)
+    return paired_frames(cfg.ms2_root, cfg.sequence)
 
 
 class _BagTopics:
@@ -175,14 +229,28 @@ def _publish(tmp_bag: Path, out: Path) -> None:
         shutil.rmtree(trash) if trash.is_dir() else trash.unlink()
 
 
-def convert(cfg: ConvertConfig) -> ConvertResult:
-    """Convert one MS2 sequence to a rosbag2 at `cfg.out` (see the module docstring)."""
+def _partial_pattern(out: Path) -> re.Pattern[str]:
+    """Names of this tool's temporaries for `out`: `.<name>.partial-<pid>`, `.<name>.old-<pid>`."""
+    return re.compile(rf"\.{re.escape(out.name)}\.(?:partial|old)-(?P<pid>\d+)")
+
+
+def _validate(cfg: ConvertConfig) -> ConvertConfig:
     cfg = ConvertConfig(**{**cfg.__dict__, "ms2_root": Path(cfg.ms2_root), "out": Path(cfg.out)})
     if cfg.storage not in ("mcap", "sqlite3"):
         raise ValueError(f"--storage must be mcap or sqlite3, got {cfg.storage!r}")
+    if cfg.max_frames is not None and cfg.max_frames < 1:
+        raise ValueError(f"--max-frames must be >= 1, got {cfg.max_frames} (omit it for all frames)")
+    return cfg
+
+
+def convert(cfg: ConvertConfig) -> ConvertResult:
+    """Convert one MS2 sequence to a rosbag2 at `cfg.out` (see the module docstring)."""
+    cfg = _validate(cfg)
+    remove_stale_temporaries(cfg.out.parent, _partial_pattern(cfg.out))  # killed runs' leftovers
     frames = _check_inputs(cfg)
     calib = ms2.load_calib(cfg.ms2_root, cfg.sequence)
-    stamps = {v: frame_stamps_ns(cfg.ms2_root, cfg.sequence, v, len(frames)) for v in OPTICAL_FRAMES}
+    stamps = frame_stamps_ns(cfg.ms2_root, cfg.sequence, frames)
+    frames = frames[:cfg.max_frames]
     cfg.out.parent.mkdir(parents=True, exist_ok=True)
     tmp_dir = cfg.out.parent / f".{cfg.out.name}.partial-{os.getpid()}"
     shutil.rmtree(tmp_dir, ignore_errors=True)
@@ -193,7 +261,7 @@ def convert(cfg: ConvertConfig) -> ConvertResult:
     try:
         writer.open()
         topics = _BagTopics(writer, cfg.with_gt)
-        first_ns = int(min(stamps["thermal"][0], stamps["rgb"][0])) if frames else 0
+        first_ns = int(min(stamps["thermal"][0], stamps["rgb"][0]))
         writer.write(topics.tf_static, first_ns, rt.serialize(static_tf_message(calib, first_ns)))
         messages = 1
         for i, frame in enumerate(tqdm(frames, desc=f"ms2_to_bag {cfg.sequence}", unit="frame",
@@ -201,6 +269,8 @@ def convert(cfg: ConvertConfig) -> ConvertResult:
             messages += _write_frame(writer, topics, cfg, calib, frame,
                                      {v: int(stamps[v][i]) for v in OPTICAL_FRAMES})
         writer.close()
+        for mcap in tmp_bag.glob("*.mcap"):
+            seal_mcap(mcap)  # rosbags writes no CRCs; the player checks them
         _publish(tmp_bag, cfg.out)
     except BaseException:
         writer.abort()
@@ -219,13 +289,16 @@ def _parse_args(argv: list[str] | None) -> ConvertConfig:
     parser.add_argument("--sequence", required=True, help="sequence name under sync_data/")
     parser.add_argument("--out", type=Path, required=True, help="output bag folder")
     parser.add_argument("--storage", choices=("mcap", "sqlite3"), default="mcap")
-    parser.add_argument("--max-frames", type=int, default=None, help="convert only the first N")
+    parser.add_argument("--max-frames", type=int, default=None, metavar="N",
+                        help="convert only the first N (N >= 1)")
     parser.add_argument("--no-gt", action="store_true", help="omit /gt/*/depth")
     parser.add_argument("--depth-kind", default="depth_filtered",
                         help="proj_depth sub-folder for the GT (default depth_filtered)")
     parser.add_argument("--force", action="store_true", help="overwrite an existing --out")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
+    if args.max_frames is not None and args.max_frames < 1:
+        parser.error(f"--max-frames must be >= 1, got {args.max_frames} (omit it for all frames)")
     return ConvertConfig(ms2_root=args.ms2_root, sequence=args.sequence, out=args.out,
                          storage=args.storage, max_frames=args.max_frames, with_gt=not args.no_gt,
                          force=args.force, depth_kind=args.depth_kind, progress=not args.quiet)
@@ -241,7 +314,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         result = convert(cfg)
     except (FileNotFoundError, FileExistsError, ValueError, KeyError) as err:
-        print(f"ms2_to_bag: error: {err}", file=sys.stderr)
+        print(f"ms2_to_bag: error: {' '.join(str(err).split())}", file=sys.stderr)  # one line
         return 2
     except KeyboardInterrupt:
         print(f"ms2_to_bag: interrupted; no bag written at {cfg.out}", file=sys.stderr)

@@ -10,19 +10,30 @@ deserialised in Python. Timing follows the recorded receive times divided by `--
 `--clock` a rosgraph_msgs/Clock carrying the bag time is published on /clock before each message.
 Topics recorded with a transient-local offered QoS (/tf_static) are re-published latched, as
 `ros2 bag play` does. A topic whose message package is not importable is skipped with a warning.
+
+Before anything is published the bag is checked (`bag.integrity.check_bag`): metadata.yaml must
+parse and list storage files that exist, and each mcap file must be whole (both magics, the
+footer) and pass the CRCs it carries: every chunk's `uncompressed_crc`, the Data End record's
+`data_section_crc` and the footer's `summary_crc` (a CRC of 0 means "not recorded" in the MCAP
+format: `ms2_to_bag` records all three, other writers may leave some at 0, and damage there goes
+unseen). This reads each mcap file once. A bag that fails exits with code 2 and a message naming the file and what is
+damaged; a sqlite3 bag has no checksums, only its reader's own checks (also exit 2).
 """
 from __future__ import annotations
 
 import argparse
 import importlib
+import sqlite3
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from rosbags.interfaces import QosDurability
-from rosbags.rosbag2 import Reader
+from rosbags.rosbag2 import Reader, ReaderError
 from tqdm import tqdm
+
+from depth_fusion_ros.bag.integrity import BagFileError, check_bag
 
 NS_PER_S = 1_000_000_000
 CLOCK_HZ = 40.0  # /clock tick rate between messages (ros2 bag play's default)
@@ -188,30 +199,42 @@ def _parse_args(argv: list[str] | None) -> PlayerConfig:
                         wait_timeout_s=args.wait_timeout, progress=not args.quiet)
 
 
+def _play(node, cfg: PlayerConfig) -> None:
+    """Open the (checked) bag and play it through `node`'s publishers."""
+    with Reader(cfg.bag) as reader:
+        player = BagPlayer(node, reader, cfg)
+        player.wait_for_subscribers()
+        # A writer may see a reader before the reader has matched it back; data sent in that
+        # window is lost, so give discovery a moment (and the user's --start-delay).
+        time.sleep(cfg.start_delay_s + (0.5 if cfg.wait_for_subscribers else 0.0))
+        count = player.play()
+        node.get_logger().info(f"played {count} messages from {cfg.bag}")
+        player.wait_for_acks()
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Exit codes: 0 played (or stopped with Ctrl-C), 2 bad arguments or a bad / damaged bag."""
     import rclpy
 
     argv = sys.argv[1:] if argv is None else argv
     cfg = _parse_args(argv)
-    if not (cfg.bag / "metadata.yaml").is_file():
-        print(f"depth_fusion_bag_player: error: {cfg.bag} is not a rosbag2 folder (no "
-              f"metadata.yaml); an interrupted ms2_to_bag leaves none", file=sys.stderr)
+    try:
+        check_bag(cfg.bag)  # before rclpy: a bad bag fails fast, and before anything is published
+    except BagFileError as err:
+        print(f"depth_fusion_bag_player: error: {err}", file=sys.stderr)
         return 2
     rclpy.init(args=["depth_fusion_bag_player", *argv])
     node = rclpy.create_node("depth_fusion_bag_player")
     code = 0
     try:
-        with Reader(cfg.bag) as reader:
-            player = BagPlayer(node, reader, cfg)
-            player.wait_for_subscribers()
-            # A writer may see a reader before the reader has matched it back; data sent in that
-            # window is lost, so give discovery a moment (and the user's --start-delay).
-            time.sleep(cfg.start_delay_s + (0.5 if cfg.wait_for_subscribers else 0.0))
-            count = player.play()
-            node.get_logger().info(f"played {count} messages from {cfg.bag}")
-            player.wait_for_acks()
+        _play(node, cfg)
     except ValueError as err:
         print(f"depth_fusion_bag_player: error: {err}", file=sys.stderr)
+        code = 2
+    except (ReaderError, sqlite3.DatabaseError) as err:
+        detail = " ".join(str(err).split())
+        print(f"depth_fusion_bag_player: error: cannot read bag {cfg.bag} "
+              f"({type(err).__name__}: {detail}); re-create or restore it", file=sys.stderr)
         code = 2
     except KeyboardInterrupt:
         code = 0

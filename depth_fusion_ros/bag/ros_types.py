@@ -58,8 +58,16 @@ _ENCODINGS = {  # encoding -> (dtype little-endian, channels)
 
 
 def image(array: np.ndarray, encoding: str, stamp_ns: int, frame_id: str):
-    """sensor_msgs/Image from a [H, W] or [H, W, 3] array (little-endian, no row padding)."""
+    """sensor_msgs/Image from a [H, W] or [H, W, 3] array (little-endian, no row padding).
+
+    The array's dtype must match the encoding (uint16 for mono16, uint8 for mono8/rgb8, float32
+    for 32FC1; any byte order): nothing is cast, so out-of-range values or NaN never wrap.
+    """
     dtype, channels = _ENCODINGS[encoding]
+    dtype = np.dtype(dtype)
+    if (array.dtype.kind, array.dtype.itemsize) != (dtype.kind, dtype.itemsize):
+        raise ValueError(f"encoding {encoding} needs {dtype.name} pixels, got {array.dtype.name}; "
+                         f"convert the array to {dtype.name} first")
     arr = np.ascontiguousarray(array, dtype=dtype)
     if arr.ndim != (2 if channels == 1 else 3) or (channels == 3 and arr.shape[2] != 3):
         raise ValueError(f"array of shape {arr.shape} does not fit encoding {encoding!r}")

@@ -1,0 +1,234 @@
+"""Parameter validation and parameter files, on the real node and evaluator processes.
+
+Unit tests check every int/float parameter's range (finite, inside a documented range, durations
+far inside int64 nanoseconds) and the messages; process tests check that an out-of-range value
+stops start-up with exit code 2 and a message naming the parameter (not an OverflowError from
+deep inside rclpy), and that the shipped YAMLs, keyed `/**`, reach a node in a namespace: the
+test asks the node's own parameter service over DDS what it was given.
+"""
+from __future__ import annotations
+
+import math
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import rclpy
+import yaml
+from rcl_interfaces.msg import ParameterType
+from rcl_interfaces.srv import GetParameters
+from rclpy.executors import SingleThreadedExecutor
+from rclpy.parameter import Parameter
+
+from depth_fusion_ros import evaluator, params
+
+REPO = Path(__file__).resolve().parents[1]
+INT64_MAX_NS = 2**63 - 1  # rclpy keeps durations and timer periods as int64 nanoseconds
+
+
+def _command(executable: str) -> list[str]:
+    """The installed console script (what `ros2 run` starts), or the module if not installed."""
+    script = Path(sys.executable).parent / executable
+    if script.exists():
+        return [str(script)]
+    module = {"depth_fusion_node": "depth_fusion_ros.node",
+              "depth_fusion_evaluator": "depth_fusion_ros.evaluator"}[executable]
+    return [sys.executable, "-m", module]
+
+
+# --- ranges, without ROS -------------------------------------------------------------------------
+@pytest.mark.parametrize("program", ["node", "evaluator"])
+def test_every_number_parameter_has_a_finite_range_that_fits_nanoseconds(program):
+    if program == "node":
+        table, defaults = params.RANGES, params.parameter_defaults()  # raises on a missing range
+        params.NodeParams(model_path="m.onnx")  # the defaults themselves validate
+    else:
+        table = evaluator.RANGES
+        defaults = {name: default for name, (default, _) in evaluator.PARAMETERS.items()}
+    assert set(table) == {n for n, d in defaults.items() if type(d) in (int, float)}
+    for name, allowed in table.items():
+        assert math.isfinite(allowed.low) and math.isfinite(allowed.high)
+        assert allowed.low <= allowed.high and allowed.allows(defaults[name]), name
+        if name.endswith("_s"):  # a duration or a timer period, held as int64 ns by rclpy
+            assert allowed.high * 1e9 < INT64_MAX_NS, name
+        if name.endswith("_hz"):  # its period 1 / rate is a wait in seconds
+            assert allowed.low > 0.0 and 1e9 / allowed.low < INT64_MAX_NS, name
+
+
+@pytest.mark.parametrize(("name", "value", "allowed"), [
+    ("sync_slop_s", math.inf, "a value in [0, 10] s"),
+    ("sync_slop_s", -0.01, "a value in [0, 10] s"),
+    ("diagnostics_period_s", 1.0e300, "a value in [0.01, 3600] s"),
+    ("diagnostics_period_s", math.nan, "a value in [0.01, 3600] s"),
+    ("stale_timeout_s", 0.0, "a value in [0.01, 3600] s"),
+    ("warn_throttle_s", -math.inf, "a value in [0, 3600] s"),
+    ("max_rate_hz", 1e-300, "0 (no cap) or a value in [0.01, 1000] Hz"),
+    ("min_depth_m", 1e6, "a value in [0, 1000] m"),
+    ("sync_queue_size", 0, "a value in [1, 1000] messages"),
+    ("points_stride", 10**6, "a value in [1, 64]"),
+    ("warmup_iterations", -1, "a value in [0, 1000] runs"),
+])
+def test_out_of_range_value_names_parameter_value_and_range(name, value, allowed):
+    with pytest.raises(params.ParameterError) as err:
+        params.params_from_mapping({"model_path": "m.onnx", name: value})
+    assert str(err.value) == (f"parameter '{name}' = {value!r} is out of range: "
+                              f"set it to {allowed}")
+
+
+def test_range_edges_special_values_and_yaml_integers_are_accepted():
+    p = params.params_from_mapping({"model_path": "m.onnx", "sync_slop_s": 10, "max_rate_hz": 0,
+                                    "diagnostics_period_s": 0.01, "stale_timeout_s": 3600.0,
+                                    "sync_queue_size": 1000, "points_stride": 64,
+                                    "warn_throttle_s": 0.0, "min_depth_m": 0.0,
+                                    "max_depth_m": 1000.0})
+    assert (p.sync_slop_s, p.max_rate_hz, p.diagnostics_period_s) == (10.0, 0.0, 0.01)
+    assert type(p.sync_slop_s) is float and type(p.max_rate_hz) is float
+    with pytest.raises(params.ParameterError, match="'max_depth_m' = 5.0 must be > min_depth_m"):
+        params.params_from_mapping({"model_path": "m.onnx", "min_depth_m": 5.0,
+                                    "max_depth_m": 5.0})
+    with pytest.raises(params.ParameterError, match="'sync_slop_s' must be float, got 'x'"):
+        params.params_from_mapping({"model_path": "m.onnx", "sync_slop_s": "x"})
+
+
+def test_declared_parameters_describe_their_range():
+    context = rclpy.Context()
+    rclpy.init(context=context)
+    try:
+        node = rclpy.create_node("params_describe", context=context,
+                                 parameter_overrides=[Parameter("model_path", value="m.onnx")])
+        read = params.declare_and_read(node)
+        assert read.model_path == "m.onnx"
+        described = node.describe_parameters(["sync_slop_s", "max_rate_hz", "backend"])
+        assert described[0].additional_constraints == "finite, a value in [0, 10] s"
+        assert described[1].additional_constraints == "finite, 0 (no cap) or a value in [0.01, 1000] Hz"
+        assert described[2].additional_constraints == ""
+        node.destroy_node()
+    finally:
+        rclpy.shutdown(context=context)
+
+
+# --- start-up errors of the real processes -------------------------------------------------------
+@pytest.mark.parametrize(("name", "text", "expected"), [
+    ("sync_slop_s", ".inf", "parameter 'sync_slop_s' = inf is out of range: set it to a value "
+                            "in [0, 10] s"),
+    ("diagnostics_period_s", "1.0e300", "parameter 'diagnostics_period_s' = 1e+300 is out of "
+                                        "range: set it to a value in [0.01, 3600] s"),
+], ids=["sync_slop_s", "diagnostics_period_s"])
+def test_node_exits_2_naming_an_out_of_range_parameter(tiny_onnx_model, name, text, expected):
+    # A real, loadable model: the parameter is the only thing wrong with this start.
+    result = subprocess.run(_command("depth_fusion_node") + [
+        "--ros-args", "-p", f"model_path:={tiny_onnx_model}", "-p", "device:=cpu",
+        "-p", f"{name}:={text}"], capture_output=True, text=True, timeout=120)
+    output = result.stdout + result.stderr
+    assert result.returncode == 2, output
+    assert f"cannot start: {expected}" in output
+    assert "OverflowError" not in output and "Traceback" not in output
+
+
+@pytest.mark.parametrize(("argument", "expected"), [
+    ("publish_period_s:=1.0e300", "parameter 'publish_period_s' = 1e+300 is out of range: set it "
+                                  "to a value in [0.01, 3600] s"),
+    ("queue_size:=1.5", "parameter 'queue_size' must be int like its default 30"),
+    ("input_qos:=fast", "parameter 'input_qos' = 'fast' is not one of ['reliable', 'sensor_data']"),
+], ids=["publish_period_s", "queue_size", "input_qos"])
+def test_evaluator_exits_2_naming_a_bad_parameter(argument, expected):
+    result = subprocess.run(_command("depth_fusion_evaluator") + ["--ros-args", "-p", argument],
+                            capture_output=True, text=True, timeout=60)
+    output = result.stdout + result.stderr
+    assert result.returncode == 2, output
+    assert f"depth_fusion_evaluator: error: {expected}" in output
+    assert "Traceback" not in output
+
+
+# --- parameter files in a namespace --------------------------------------------------------------
+def _shipped_yaml_with(name: str, tmp_path: Path, changes: dict, key: str | None = None) -> Path:
+    """config/<name> as shipped, with some values changed (and optionally its node key)."""
+    loaded = yaml.safe_load((REPO / "config" / name).read_text())
+    assert list(loaded) == ["/**"], f"config/{name} must key its parameters by /**"
+    values = loaded["/**"]["ros__parameters"]
+    assert set(changes) <= set(values)
+    values.update(changes)
+    path = tmp_path / name
+    path.write_text(yaml.safe_dump({key or "/**": {"ros__parameters": values}}))
+    return path
+
+
+def _parameters_over_dds(proc: subprocess.Popen, node_fqn: str, names: list[str],
+                         log: Path, timeout_s: float = 120.0) -> dict[str, object]:
+    """Ask the running node's parameter service (a real rclpy client) for some values."""
+    context = rclpy.Context()
+    rclpy.init(context=context)
+    try:
+        client_node = rclpy.create_node("params_client", context=context)
+        client = client_node.create_client(GetParameters, f"{node_fqn}/get_parameters")
+        deadline = time.monotonic() + timeout_s
+        while not client.wait_for_service(timeout_sec=0.5):
+            assert proc.poll() is None, f"{node_fqn} exited early:\n{log.read_text()}"
+            assert time.monotonic() < deadline, f"no {node_fqn}/get_parameters:\n{log.read_text()}"
+        future = client.call_async(GetParameters.Request(names=names))
+        rclpy.spin_until_future_complete(client_node, future, timeout_sec=30.0,
+                                         executor=SingleThreadedExecutor(context=context))
+        assert future.done(), f"no answer from {node_fqn}/get_parameters"
+        fields = {ParameterType.PARAMETER_DOUBLE: "double_value",
+                  ParameterType.PARAMETER_INTEGER: "integer_value",
+                  ParameterType.PARAMETER_STRING: "string_value",
+                  ParameterType.PARAMETER_BOOL: "bool_value"}
+        return {name: getattr(value, fields[value.type])
+                for name, value in zip(names, future.result().values, strict=True)}
+    finally:
+        rclpy.shutdown(context=context)
+
+
+def _run(command: list[str], log: Path) -> subprocess.Popen:
+    with log.open("w") as out:  # the child keeps its own copy of the descriptor
+        return subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT)
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    proc.terminate()
+    try:
+        proc.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+def test_node_params_file_keyed_by_wildcard_applies_in_a_namespace(tiny_onnx_model, tmp_path):
+    changes = {"model_path": str(tiny_onnx_model), "device": "cpu", "warmup_iterations": 1,
+               "sync_slop_s": 0.05, "sync_queue_size": 7, "output_size": "camera"}
+    path = _shipped_yaml_with("depth_fusion.yaml", tmp_path, changes)
+    log = tmp_path / "node.log"
+    proc = _run(_command("depth_fusion_node") + ["--ros-args", "--params-file", str(path),
+                                                 "-r", "__ns:=/cam"], log)
+    try:
+        got = _parameters_over_dds(proc, "/cam/depth_fusion", list(changes), log)
+    finally:
+        _stop(proc)
+    assert got == changes
+    assert "[cam.depth_fusion]: warm-up: 1 runs" in log.read_text()
+
+    # The old key `depth_fusion:` does not reach /cam/depth_fusion: the node starts without the
+    # file's model_path and says so (what `namespace:=cam` used to do silently with defaults).
+    old_key = _shipped_yaml_with("depth_fusion.yaml", tmp_path, changes, key="depth_fusion")
+    result = subprocess.run(_command("depth_fusion_node") + [
+        "--ros-args", "--params-file", str(old_key), "-r", "__ns:=/cam"],
+        capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2
+    assert "parameter 'model_path' is empty" in result.stdout + result.stderr
+
+
+def test_evaluator_params_file_keyed_by_wildcard_applies_in_a_namespace(tmp_path):
+    changes = {"queue_size": 7, "publish_period_s": 2.5, "input_qos": "sensor_data",
+               "summary_path": str(tmp_path / "summary.md")}
+    path = _shipped_yaml_with("evaluator.yaml", tmp_path, changes)
+    log = tmp_path / "evaluator.log"
+    proc = _run(_command("depth_fusion_evaluator") + ["--ros-args", "--params-file", str(path),
+                                                      "-r", "__ns:=/cam"], log)
+    try:
+        got = _parameters_over_dds(proc, "/cam/depth_fusion_evaluator", list(changes), log)
+    finally:
+        _stop(proc)
+    assert got == changes
+    assert (tmp_path / "summary.md").read_text().startswith("## depth_fusion_evaluator summary")
