@@ -35,50 +35,79 @@ def _time_cuda(fn, runs: int, warmup: int = 5) -> float:
     return times[len(times) // 2]
 
 
-def _modes(model, thermal, rgb, workdir: Path, variant: str):
-    """Yield (mode name, callable) pairs; a mode that cannot run yields an error string."""
+def _modes(model, thermal, rgb, workdir: Path, variant: str) -> list:
+    """(mode name, factory) pairs. A factory prepares its mode (compile, export, copy) and returns
+    the callable to time; main() runs each factory *and* its timing inside the row's own try, so a
+    mode that fails (torch.compile raises at the first call, not at torch.compile()) becomes a
+    table row with its reason instead of aborting the benchmark."""
+    import copy
+
     import torch
 
     def eager():
         with torch.inference_mode():
             return model(thermal, rgb)
 
-    yield "fp32", eager
-    for name, dtype in (("fp16 autocast", torch.float16), ("bf16 autocast", torch.bfloat16)):
-        def amp(dtype=dtype):
+    def amp(dtype):
+        def run():
             with torch.inference_mode(), torch.autocast("cuda", dtype=dtype):
                 return model(thermal, rgb)
-        yield name, amp
-
-    model_cl = model.to(memory_format=torch.channels_last)
-    rgb_cl = rgb.contiguous(memory_format=torch.channels_last)
+        return run
 
     def channels_last():
-        with torch.inference_mode(), torch.autocast("cuda", dtype=torch.bfloat16):
-            return model_cl(thermal, rgb_cl)
-    yield "bf16 channels-last", channels_last
+        # A copy: .to(memory_format=...) converts a module in place, and every later row must
+        # still measure the original contiguous model.
+        model_cl = copy.deepcopy(model).to(memory_format=torch.channels_last)
+        rgb_cl = rgb.contiguous(memory_format=torch.channels_last)
 
-    try:
-        compiled = torch.compile(model, mode="max-autotune-no-cudagraphs")
-
-        def run_compiled():
+        def run():
             with torch.inference_mode(), torch.autocast("cuda", dtype=torch.bfloat16):
-                return compiled(thermal, rgb)
-        yield "bf16 torch.compile", run_compiled
-    except Exception as exc:  # noqa: BLE001 - report, do not hide, a mode that cannot run
-        yield "bf16 torch.compile", f"failed: {exc}"
+                return model_cl(thermal, rgb_cl)
+        return run
 
-    try:
-        program = torch.export.export(model, (thermal, rgb))
+    def compiled():
+        torch._dynamo.reset()  # no state from an earlier variant's compile
+        compiled_model = torch.compile(model, mode="max-autotune-no-cudagraphs")
+
+        def run():
+            with torch.inference_mode(), torch.autocast("cuda", dtype=torch.bfloat16):
+                return compiled_model(thermal, rgb)
+        return run
+
+    cache = {}
+
+    def program():
+        if "program" not in cache:
+            cache["program"] = torch.export.export(model, (thermal, rgb))
+        return cache["program"]
+
+    def exported():
         pt2_path = workdir / f"{variant}.pt2"
-        torch.export.save(program, str(pt2_path))
+        torch.export.save(program(), str(pt2_path))
         loaded = torch.export.load(str(pt2_path)).module()
-        yield ".pt2 ExportedProgram fp32", lambda: loaded(thermal, rgb)
-        package = torch._inductor.aoti_compile_and_package(program, package_path=str(workdir / f"{variant}_aoti.pt2"))
-        runner = torch._inductor.aoti_load_package(package)
-        yield ".pt2 AOTInductor fp32", lambda: runner(thermal, rgb)
-    except Exception as exc:  # noqa: BLE001
-        yield ".pt2 / AOTInductor", f"failed: {exc}"
+        return lambda: loaded(thermal, rgb)
+
+    def aoti():
+        package = torch._inductor.aoti_compile_and_package(
+            program(), package_path=str(workdir / f"{variant}_aoti.pt2"))
+        runner = torch._inductor.aoti_load_package(package, device_index=thermal.device.index or 0)
+        return lambda: runner(thermal, rgb)
+
+    return [
+        ("fp32", lambda: eager),
+        ("fp16 autocast", lambda: amp(torch.float16)),
+        ("bf16 autocast", lambda: amp(torch.bfloat16)),
+        ("bf16 channels-last", channels_last),
+        ("bf16 torch.compile", compiled),
+        (".pt2 ExportedProgram fp32", exported),
+        (".pt2 AOTInductor fp32", aoti),
+    ]
+
+
+def _failure(exc: BaseException) -> str:
+    """One table-safe line naming a failed mode's exception."""
+    first = (str(exc).strip().splitlines() or [""])[0][:160].replace("|", "/")
+    return f"failed: {type(exc).__name__}: {first}"
 
 
 def main() -> int:
@@ -102,25 +131,35 @@ def main() -> int:
             model = build_model(ModelConfig(variant=variant)).cuda().eval()
             thermal = torch.randn(args.batch, 1, 256, 640, device="cuda")
             rgb = torch.randn(args.batch, 3, 256, 640, device="cuda")
-            for mode, fn in _modes(model, thermal, rgb, Path(tmp), variant):
-                if isinstance(fn, str):
-                    rows.append(f"| {variant} | {mode} | {fn} | |")
-                    continue
-                ms = _time_cuda(fn, args.runs)
-                rows.append(f"| {variant} | {mode} | {ms:.2f} | {1000.0 * args.batch / ms:.1f} |")
+            for mode, factory in _modes(model, thermal, rgb, Path(tmp), variant):
+                try:
+                    ms = _time_cuda(factory(), args.runs)
+                    rows.append(f"| {variant} | {mode} | {ms:.2f} | {1000.0 * args.batch / ms:.1f} |")
+                except Exception as exc:  # noqa: BLE001 - a failing mode is a result, not an abort
+                    rows.append(f"| {variant} | {mode} | {_failure(exc)} | |")
+                    torch.cuda.empty_cache()
                 print(rows[-1], flush=True)
             rows += _tensorrt_rows(model, variant, Path(tmp), args)
+            print(rows[-1], flush=True)
     record(f"GPU model latency ({torch.cuda.get_device_name()}, batch {args.batch}, 256x640)",
            "\n".join(rows), "python bench/gpu.py " + " ".join(sys.argv[1:]))
     return 0
 
 
 def _tensorrt_rows(model, variant: str, workdir: Path, args) -> list[str]:
-    """TensorRT fp16 through the project's own export + engine build, when tensorrt is present."""
+    """TensorRT fp16 through the project's own export + engine build, when tensorrt is present;
+    a failure (export, build, accuracy check, run) is reported in the row."""
     try:
         import tensorrt  # noqa: F401
     except ImportError:
         return [f"| {variant} | TensorRT fp16 | skipped: tensorrt not importable | |"]
+    try:
+        return _tensorrt_row(model, variant, workdir, args)
+    except Exception as exc:  # noqa: BLE001 - a failing mode is a result, not an abort
+        return [f"| {variant} | TensorRT fp16 | {_failure(exc)} | |"]
+
+
+def _tensorrt_row(model, variant: str, workdir: Path, args) -> list[str]:
     import subprocess
 
     import torch

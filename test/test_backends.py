@@ -1,19 +1,28 @@
 """Backends on the real tiny model: ONNX Runtime on CPU here; TensorRT / CUDA where present."""
 from __future__ import annotations
 
-import importlib.util
+import dataclasses
 import logging
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from depth_fusion_ros.backends import create_backend
-from depth_fusion_ros.metadata import ModelMetadataError, load_metadata, sidecar_path
-from training import build_engine
-from training.export import sample_inputs
-
-HAS_TENSORRT = importlib.util.find_spec("tensorrt") is not None
+from depth_fusion_ros.backends.accuracy import sample_inputs
+from depth_fusion_ros.backends.base import cuda_index
+from depth_fusion_ros.backends.onnxruntime_backend import (
+    CPU_EP,
+    CUDA_EP,
+    TRT_EP,
+    default_num_threads,
+    default_ort_trt_cache_dir,
+    device_from_providers,
+    provider_attempts,
+)
+from depth_fusion_ros.backends.tensorrt_backend import check_engine_io, check_tensorrt_version
+from depth_fusion_ros.metadata import ModelMetadataError, load_metadata
 
 
 def _has_cuda() -> bool:
@@ -25,8 +34,6 @@ def _has_cuda() -> bool:
 
 
 HAS_CUDA = _has_cuda()
-needs_trt = pytest.mark.skipif(not (HAS_TENSORRT and HAS_CUDA),
-                               reason="needs the tensorrt package (TensorRT 10) and a CUDA GPU")
 
 
 @pytest.fixture(scope="module")
@@ -91,44 +98,6 @@ def test_missing_sidecar_stops_backend_creation(tiny_onnx_model, tmp_path):
         create_backend(copy, device="cpu")
 
 
-@pytest.mark.skipif(HAS_TENSORRT, reason="checks the message shown when tensorrt is missing")
-def test_engine_without_tensorrt_says_what_to_install(tiny_onnx_model, tmp_path, capsys):
-    code = build_engine.main(["--onnx", str(tiny_onnx_model), "--out", str(tmp_path / "m.engine")])
-    assert code == 3
-    assert "'tensorrt' (TensorRT 10) is not importable" in capsys.readouterr().err
-    assert not (tmp_path / "m.engine").exists() and not sidecar_path(tmp_path / "m.engine").exists()
-
-
-def test_build_engine_help_prints_trtexec(capsys):
-    with pytest.raises(SystemExit) as exit_info:
-        build_engine.parse_args(["--help"])
-    assert exit_info.value.code == 0
-    out = capsys.readouterr().out
-    assert "trtexec --onnx=model.onnx --saveEngine=model.engine" in out
-    assert "--memPoolSize=workspace:" in out and "--sidecar-only" in out
-
-
-@needs_trt
-@pytest.mark.parametrize("precision, tolerance_m", [("fp32", 1e-2), ("fp16", 0.5)])
-def test_tensorrt_engine_matches_onnxruntime(tiny_onnx_model, onnx_backend, tmp_path,
-                                             precision, tolerance_m):
-    engine = tmp_path / f"tiny_{precision}.engine"
-    assert build_engine.main(["--onnx", str(tiny_onnx_model), "--out", str(engine),
-                              "--precision", precision, "--workspace-gb", "1",
-                              "--timing-cache", str(tmp_path / "timing.cache")]) == 0
-    md = load_metadata(engine)
-    assert md.format == "engine" and md.precision == precision
-    assert md.tensorrt["source_onnx_sha256"] == load_metadata(tiny_onnx_model).model_sha256
-    backend = create_backend(engine, device="cuda")
-    assert backend.name == "tensorrt" and backend.device.startswith("cuda")
-    feeds = sample_inputs(256, 640)
-    expected = onnx_backend.infer(feeds["thermal"], feeds["rgb"])
-    depth = backend.infer(feeds["thermal"], feeds["rgb"])
-    for view in ("thermal", "rgb"):
-        assert float(np.max(np.abs(depth[view] - expected[view]))) < tolerance_m
-    assert (tmp_path / "timing.cache").stat().st_size > 0
-
-
 @pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA GPU for the torch backend on cuda")
 def test_torch_backend_on_cuda(tiny_onnx_model, onnx_backend, tmp_path):
     from training.export import export_checkpoint
@@ -143,22 +112,163 @@ def test_torch_backend_on_cuda(tiny_onnx_model, onnx_backend, tmp_path):
     assert float(np.max(np.abs(depth["thermal"] - expected["thermal"]))) < 1e-2
 
 
-def test_int8_calibration_frames_use_shared_preprocessing(tmp_path):
-    """The calibrator's input stream: real MS2-layout frames through the shared preprocessing."""
-    from depth_fusion_ros import ms2
-    from depth_fusion_ros.preprocess import preprocess_rgb, preprocess_thermal
-    from training.synthetic.__main__ import main as synthetic_main
+# ---- ONNX Runtime: threads, spinning, providers and the device it really runs on -------------
 
-    root = tmp_path / "ms2"
-    assert synthetic_main(["--out", str(root), "--sequences", "1", "--frames", "3"]) == 0
-    batches = list(build_engine.calibration_batches(root, "train", 2, 64, 128))
-    assert len(batches) == 2
-    seq = ms2.read_split(root, "train")[0]
-    frame = ms2.list_frames(root, seq)[0]
-    thermal, rgb = batches[0]
-    assert thermal.shape == (1, 1, 64, 128) and rgb.shape == (1, 3, 64, 128)
-    assert thermal.dtype == np.float32 and rgb.dtype == np.float32
-    expected = preprocess_thermal(ms2.read_thermal(root, seq, frame), (64, 128))
-    np.testing.assert_array_equal(thermal[0], expected)
-    np.testing.assert_array_equal(rgb[0], preprocess_rgb(ms2.read_rgb(root, seq, frame), (64, 128)))
-    assert -2.1 < float(thermal.min()) < float(thermal.max()) < 2.5  # (0 - 0.45)/0.225 .. (1-.45)/.225
+def test_onnxruntime_threads_and_spinning_are_session_options(onnx_backend, tiny_onnx_model):
+    options = onnx_backend.session.get_session_options()
+    assert options.intra_op_num_threads == 1  # the fixture's num_threads
+    assert options.get_session_config_entry("session.intra_op.allow_spinning") == "0"
+    spinning = create_backend(tiny_onnx_model, device="cpu", num_threads=2, allow_spinning=True)
+    options = spinning.session.get_session_options()
+    assert options.intra_op_num_threads == 2
+    assert options.get_session_config_entry("session.intra_op.allow_spinning") == "1"
+    with pytest.raises(ValueError, match="parameter num_threads=0"):
+        create_backend(tiny_onnx_model, device="cpu", num_threads=0)
+
+
+def test_default_threads_leave_a_core_for_the_executor(monkeypatch):
+    import os
+
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1})
+    assert default_num_threads() == 1
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(4)))
+    assert default_num_threads() == 3
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(64)))
+    assert default_num_threads() == 8
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0})
+    assert default_num_threads() == 1
+
+
+def test_ort_tensorrt_cache_dir_follows_ros_home(tmp_path):
+    assert default_ort_trt_cache_dir({"ROS_HOME": str(tmp_path)}) == (
+        tmp_path / "depth_fusion" / "ort_trt_cache")
+    assert default_ort_trt_cache_dir({"HOME": "/home/robot"}) == (
+        Path("/home/robot/.ros/depth_fusion/ort_trt_cache"))
+
+
+def test_provider_attempts_keep_device_id_and_cache_tensorrt_engines(tmp_path):
+    attempts = provider_attempts("cuda:1", [TRT_EP, CUDA_EP, CPU_EP], tmp_path, trt_fp16=True)
+    assert [[p[0] if isinstance(p, tuple) else p for p in a] for a in attempts] == [
+        [TRT_EP, CUDA_EP, CPU_EP], [CUDA_EP, CPU_EP], [CPU_EP]]
+    trt_options = attempts[0][0][1]
+    assert trt_options == {
+        "device_id": 1, "trt_fp16_enable": True, "trt_engine_cache_enable": True,
+        "trt_engine_cache_path": str(tmp_path), "trt_timing_cache_enable": True,
+        "trt_timing_cache_path": str(tmp_path)}
+    assert attempts[0][1] == (CUDA_EP, {"device_id": 1}) == attempts[1][0]
+    assert provider_attempts("cuda", [CUDA_EP, CPU_EP], tmp_path) == [
+        [(CUDA_EP, {"device_id": 0}), CPU_EP], [CPU_EP]]
+    assert provider_attempts("cpu", [TRT_EP, CUDA_EP, CPU_EP], tmp_path) == [[CPU_EP]]
+    assert provider_attempts("cuda:0", [CPU_EP], tmp_path) == [[CPU_EP]]
+    with pytest.raises(ValueError, match="parameter device='gpu0'"):
+        provider_attempts("gpu0", [CUDA_EP, CPU_EP], tmp_path)
+
+
+def test_device_comes_from_the_providers_the_session_really_has():
+    requested = [TRT_EP, CUDA_EP, CPU_EP]
+    assert device_from_providers(requested, requested, 1) == ("cuda:1", None)
+    device, warning = device_from_providers(requested, [CUDA_EP, CPU_EP], 1)
+    assert device == "cuda:1" and "did not enable TensorrtExecutionProvider" in warning
+    device, warning = device_from_providers(requested, [CPU_EP], 1)  # GPU libraries failed to load
+    assert device == "cpu"
+    assert "TensorrtExecutionProvider, CUDAExecutionProvider" in warning
+    assert "running on cpu" in warning
+    assert device_from_providers([CPU_EP], [CPU_EP], None) == ("cpu", None)
+
+
+def test_cuda_index_parses_device_strings():
+    assert (cuda_index("cuda"), cuda_index("cuda:0"), cuda_index("cuda:3")) == (0, 0, 3)
+    for bad in ("cpu", "gpu", "cuda:", "cuda:x", "cuda:-1"):
+        with pytest.raises(ValueError, match=f"parameter device={bad!r}"):
+            cuda_index(bad)
+
+
+# ---- torch backend: a .pt2 exported on one device runs on another ---------------------------
+
+@pytest.fixture(scope="module")
+def small_pt2(tmp_path_factory):
+    """The tiny network at 64x128 exported on the CPU to .pt2 (torch.export) + sidecar."""
+    from model_fixtures import make_tiny_checkpoint
+
+    from training.export import export_checkpoint
+
+    out_dir = tmp_path_factory.mktemp("small_pt2")
+    ckpt = make_tiny_checkpoint(out_dir, height=64, width=128)
+    return export_checkpoint(ckpt, out_dir / "small.pt2", fmt="pt2")
+
+
+def test_cpu_exported_pt2_moves_to_another_device(small_pt2):
+    """torch.export bakes the export device into the graph (arange(device=cpu), device asserts);
+    `.module().to(dev)` alone fails on any other device. The meta device stands in for CUDA."""
+    import torch
+
+    from depth_fusion_ros.backends.torch_backend import load_exported_program
+
+    plain = torch.export.load(str(small_pt2)).module().to("meta")
+    meta_inputs = (torch.zeros(1, 1, 64, 128, device="meta"),
+                   torch.zeros(1, 3, 64, 128, device="meta"))
+    with pytest.raises(RuntimeError, match="device"):
+        plain(*meta_inputs)  # the defect: weights moved, graph still on the CPU
+    module = load_exported_program(small_pt2, "meta")
+    baked = {str(node.kwargs["device"]) for node in module.graph.nodes if "device" in node.kwargs}
+    assert baked == {"meta"}
+    outputs = module(*meta_inputs)
+    assert [(tuple(o.shape), o.device.type) for o in outputs] == [((1, 1, 64, 128), "meta")] * 2
+
+
+def test_aoti_package_is_refused_on_cpu(small_pt2):
+    from depth_fusion_ros.backends.torch_backend import TorchBackend
+
+    md = dataclasses.replace(load_metadata(small_pt2),
+                             extra={"packaging": "aoti", "gpu_name": "NVIDIA L4"})
+    with pytest.raises(ValueError, match=r"AOTInductor package compiled for CUDA \(NVIDIA L4\)"
+                                         r".*device:=cuda"):
+        TorchBackend(small_pt2, md, "cpu")
+
+
+@pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA GPU (AOTInductor packages are CUDA-only)")
+def test_aoti_package_loads_on_the_requested_gpu(tiny_onnx_model, onnx_backend, tmp_path):
+    import torch
+
+    from training.export import export_checkpoint
+
+    out = export_checkpoint(tiny_onnx_model.parent / "tiny_fusion.pt", tmp_path / "a.pt2",
+                            fmt="pt2", aoti=True)
+    last = torch.cuda.device_count() - 1
+    backend = create_backend(out, device=f"cuda:{last}")
+    assert backend.device == f"cuda:{last}" and backend.precision == "fp32"
+    feeds = sample_inputs(256, 640)
+    depth = backend.infer(feeds["thermal"], feeds["rgb"])
+    expected = onnx_backend.infer(feeds["thermal"], feeds["rgb"])
+    assert float(np.max(np.abs(depth["rgb"] - expected["rgb"]))) < 1e-2
+
+
+# ---- TensorRT runtime checks that need no GPU ------------------------------------------------
+
+def test_tensorrt_version_must_be_10():
+    check_tensorrt_version("10.3.0")
+    check_tensorrt_version("10.13.2.6")
+    for version in ("11.0.0", "8.6.1", "9.3.0", "garbage"):
+        with pytest.raises(ImportError, match=f"TensorRT {version} found.*install TensorRT 10.x"):
+            check_tensorrt_version(version)
+
+
+def test_engine_io_is_checked_in_both_directions(tiny_onnx_model):
+    md = load_metadata(tiny_onnx_model)
+    good = {"thermal": (True, (1, 1, 256, 640)), "rgb": (True, (1, 3, 256, 640)),
+            "depth_thermal": (False, (1, 1, 256, 640)), "depth_rgb": (False, (1, 1, 256, 640))}
+    check_engine_io(good, md, "m.engine")
+    missing_output = {k: v for k, v in good.items() if k != "depth_rgb"}
+    with pytest.raises(ValueError, match="sidecar output 'depth_rgb' is not an engine tensor"):
+        check_engine_io(missing_output, md, "m.engine")
+    extra = {**good, "depth_nir": (False, (1, 1, 256, 640))}
+    with pytest.raises(ValueError, match="engine tensor 'depth_nir' is not in the sidecar"):
+        check_engine_io(extra, md, "m.engine")
+    wrong = {**good, "rgb": (True, (1, 3, 128, 640)), "depth_thermal": (True, (1, 1, 256, 640))}
+    with pytest.raises(ValueError) as err:
+        check_engine_io(wrong, md, "m.engine")
+    message = str(err.value)
+    assert "input 'rgb' has shape (1, 3, 128, 640) in the engine but (1, 3, 256, 640)" in message
+    assert "sidecar output 'depth_thermal' is an engine input" in message
+    assert "engine m.engine does not match its sidecar" in message
+    assert "python -m training.build_engine --onnx m.onnx --out m.engine" in message

@@ -118,3 +118,17 @@ def test_sidecar_embeds_training_config(tiny_onnx_model):
     assert raw["training_config"]["name"] == "tiny_test"
     assert raw["training_config"]["model"]["attn_splits"] == [4, 4, 2, 2]
     assert raw["extra"]["opset"] == 17 and "Conv" in raw["extra"]["ops"]
+
+
+def test_aoti_package_is_fp32_pt2_only(small_ckpt, tmp_path, capsys):
+    """An AOTInductor package runs the fp32 kernels it was compiled with: an fp16 sidecar would
+    misreport it, so the combination is refused (before any CUDA is needed)."""
+    assert export_mod.main(["--checkpoint", str(small_ckpt), "--out", str(tmp_path / "m.pt2"),
+                            "--aoti", "--precision", "fp16"]) == 1
+    err = capsys.readouterr().err
+    assert "--aoti with --precision fp16 is not supported" in err
+    assert "plain .pt2 with --precision fp16" in err
+    assert export_mod.main(["--checkpoint", str(small_ckpt), "--out", str(tmp_path / "m.onnx"),
+                            "--aoti"]) == 1
+    assert "--aoti packages a .pt2" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []

@@ -144,3 +144,14 @@ def test_write_metadata_is_atomic_and_round_trips(model_copy):
     write_metadata(md, model_copy)
     assert [p.name for p in model_copy.parent.iterdir() if p.suffix == ".tmp"] == []
     assert load_metadata(model_copy) == md
+
+
+def test_plan_is_an_engine_whose_rebuild_command_keeps_the_name(tmp_path):
+    from depth_fusion_ros.metadata import format_for_path, rebuild_command
+
+    plan = tmp_path / "dmcf.plan"
+    assert format_for_path(plan) == "engine"
+    command = rebuild_command(plan)
+    assert f"--onnx {tmp_path / 'dmcf.onnx'} --out {plan}" in command
+    with pytest.raises(ModelMetadataError, match=r"dmcf\.plan does not exist.*build_engine"):
+        load_metadata(plan)

@@ -8,9 +8,9 @@ ONNX: static shapes (inputs `thermal` [1,1,H,W], `rgb` [1,3,H,W] normalised floa
 constant folding), checked with `onnx.checker`, restricted to default-domain ONNX ops with no
 Loop/Scan/If/Sequence ops (what TensorRT's ONNX parser handles best), and verified against PyTorch
 with ONNX Runtime (max |diff| < 1e-3 m or the export fails). pt2: a `torch.export` ExportedProgram
-for the torch backend (optionally an AOTInductor package on CUDA with `--aoti`). Both get the
-sidecar of depth_fusion_ros.metadata; files are written under temporary names and renamed, model
-first and sidecar last, so an interrupted export never leaves a complete-looking pair.
+for the torch backend (optionally an fp32 AOTInductor package on CUDA with `--aoti`). Both get
+the sidecar of depth_fusion_ros.metadata; files are written under temporary names and renamed,
+model first and sidecar last, so an interrupted export never leaves a complete-looking pair.
 """
 from __future__ import annotations
 
@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from depth_fusion_ros.backends.accuracy import ACCURACY_LIMITS, sample_inputs
 from depth_fusion_ros.fileio import atomic_output
 from depth_fusion_ros.metadata import (
     SCHEMA_VERSION,
@@ -36,9 +37,10 @@ from depth_fusion_ros.metadata import (
     sidecar_path,
     write_metadata,
 )
-from depth_fusion_ros.preprocess import normalisation_params, preprocess_rgb, preprocess_thermal
+from depth_fusion_ros.preprocess import normalisation_params
 
-PARITY_TOLERANCE_M = 1e-3
+# fp32 files must agree with PyTorch as closely as an fp32 TensorRT engine with ONNX Runtime.
+PARITY_TOLERANCE_M = ACCURACY_LIMITS["fp32"].max_abs_m
 # Ops that make TensorRT's parser fall back or fail, and that a static-shape export never needs.
 FORBIDDEN_OPS = {"Loop", "Scan", "If", "SequenceConstruct", "SequenceAt", "SequenceInsert",
                  "SequenceEmpty", "SplitToSequence", "ConcatFromSequence", "SequenceLength"}
@@ -72,31 +74,6 @@ def git_commit() -> str:
         return result.stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return "unknown"
-
-
-def sample_inputs(height: int, width: int, seed: int = 0) -> dict[str, np.ndarray]:
-    """Seeded, camera-like raw images run through the shared preprocessing.
-
-    Thermal: a vertical temperature gradient (sky cold, road warm, as in MS2) plus warm blobs and
-    sensor noise in raw counts; RGB: smooth colour gradients plus noise. Realistic statistics
-    matter for parity: random normal inputs saturate the sigmoid head and hide errors.
-    Returns:
-        {"thermal": [1,1,H,W] f32, "rgb": [1,3,H,W] f32} normalised.
-    """
-    rng = np.random.default_rng(seed)
-    rows = np.linspace(0.0, 1.0, height, dtype=np.float32)[:, None]
-    cols = np.linspace(0.0, 1.0, width, dtype=np.float32)[None, :]
-    blobs = sum(np.exp(-((rows - rng.uniform()) ** 2 + (cols - rng.uniform()) ** 2) / 0.01)
-                for _ in range(4))
-    counts = 3000 + 2000 * rows + 800 * blobs + rng.normal(0, 20, (height, width))
-    thermal_raw = np.clip(counts, 0, 65535).astype(np.uint16)
-    rgb_raw = np.stack([200 * rows + 30 * cols, 120 + 80 * cols + 0 * rows, 180 - 150 * rows * cols],
-                       axis=2) + rng.normal(0, 8, (height, width, 3))
-    rgb_raw = np.clip(rgb_raw, 0, 255).astype(np.uint8)
-    return {
-        "thermal": preprocess_thermal(thermal_raw, (height, width))[None],
-        "rgb": preprocess_rgb(rgb_raw, (height, width))[None],
-    }
 
 
 def check_onnx_graph(path: Path) -> dict:
@@ -273,8 +250,10 @@ def export_checkpoint(ckpt_path, out_path, fmt: str = "onnx", views=None, height
         ckpt_path: checkpoint with the docs/ARCHITECTURE.md contract ("model", "config", ...).
         fmt: "onnx" or "pt2"; views: subset of the model's output views (default: all).
         height, width: network input size override (default: the checkpoint's).
-        precision: sidecar precision; "fp16" only for pt2 (the torch backend autocasts on CUDA).
-        aoti: pt2 only: compile an AOTInductor package instead of a plain ExportedProgram.
+        precision: sidecar precision; "fp16" only for a plain pt2 (the torch backend autocasts
+            on CUDA).
+        aoti: pt2 only, fp32 only: compile an AOTInductor package (CUDA) instead of a plain
+            ExportedProgram.
     Returns:
         the model path. Raises ExportError when a graph or parity check fails.
     """
@@ -285,6 +264,14 @@ def export_checkpoint(ckpt_path, out_path, fmt: str = "onnx", views=None, height
         raise ValueError(f"--out {out}: format {fmt!r} needs a .onnx or .pt2 file name to match")
     if precision != "fp32" and fmt == "onnx":
         raise ValueError("ONNX exports are fp32; build an fp16/int8 engine with training.build_engine")
+    if aoti and fmt != "pt2":
+        raise ValueError("--aoti packages a .pt2 for the torch backend; use --format pt2")
+    if aoti and precision != "fp32":
+        # The package runs the fp32 kernels it was compiled with (autocast does not reach
+        # compiled code), so an fp16 sidecar would misreport what runs.
+        raise ValueError(f"--aoti with --precision {precision} is not supported: AOTInductor "
+                         "packages are compiled fp32. Export a plain .pt2 with --precision fp16 "
+                         "(autocast on CUDA) or an fp32 --aoti package")
     ckpt = load_checkpoint(ckpt_path)
     model, cfg = model_from_checkpoint(ckpt, height, width)
     views = _resolve_views(views, cfg)
@@ -340,8 +327,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--width", type=int, help="network input width (default: checkpoint's)")
     parser.add_argument("--opset", type=int, default=17, help="ONNX opset (TensorRT 10: <= 20)")
     parser.add_argument("--precision", choices=("fp32", "fp16"), default="fp32",
-                        help="pt2 only: fp16 runs under autocast on CUDA")
-    parser.add_argument("--aoti", action="store_true", help="pt2: AOTInductor package (CUDA)")
+                        help="plain pt2 only: fp16 runs under autocast on CUDA")
+    parser.add_argument("--aoti", action="store_true",
+                        help="pt2: fp32 AOTInductor package (CUDA only)")
     return parser.parse_args(argv)
 
 

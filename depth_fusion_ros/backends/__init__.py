@@ -22,14 +22,22 @@ def create_backend(
     backend: str = "auto",
     device: str = "cuda",
     num_threads: int | None = None,
+    *,
+    allow_spinning: bool = False,
+    ort_trt_cache_dir: str | os.PathLike | None = None,
 ) -> Backend:
     """Loads a model file with its validated sidecar into a ready-to-run backend.
 
     Args:
         model_path: `.onnx`, `.engine` or `.pt2` file with its `<file>.json` sidecar.
         backend: "auto" (by extension), "onnxruntime", "tensorrt" or "torch".
-        device: "cpu", "cuda" or "cuda:N" (ONNX Runtime falls back to CPU with a warning).
-        num_threads: ONNX Runtime intra-op threads (default: the cores this process may use).
+        device: "cpu", "cuda" or "cuda:N" (ONNX Runtime falls back to CPU with a warning, and
+            the backend's `device` then says "cpu").
+        num_threads: ONNX Runtime intra-op threads (default: the usable cores minus one, <= 8).
+        allow_spinning: ONNX Runtime pool threads busy-wait between ops (default off, so they
+            do not hold the cores the ROS executor needs).
+        ort_trt_cache_dir: engine/timing cache of ONNX Runtime's TensorRT execution provider
+            (default $ROS_HOME/depth_fusion/ort_trt_cache or ~/.ros/depth_fusion/ort_trt_cache).
     Raises:
         ValueError: unknown backend, unknown extension, or a backend that cannot read the file.
         ModelMetadataError: missing/malformed/tampered/foreign model or sidecar.
@@ -47,7 +55,9 @@ def create_backend(
     if chosen == "onnxruntime":
         from depth_fusion_ros.backends.onnxruntime_backend import OnnxRuntimeBackend
 
-        return OnnxRuntimeBackend(model_path, metadata, device, num_threads)
+        return OnnxRuntimeBackend(model_path, metadata, device, num_threads,
+                                  allow_spinning=allow_spinning,
+                                  trt_cache_dir=ort_trt_cache_dir)
     if chosen == "tensorrt":
         from depth_fusion_ros.backends.tensorrt_backend import TensorRTBackend
 

@@ -14,6 +14,20 @@ import numpy as np
 from depth_fusion_ros.metadata import ModelMetadata
 
 
+def cuda_index(device: str) -> int:
+    """GPU index of a "cuda" / "cuda:N" device string ("cuda" means GPU 0, as in ONNX Runtime).
+
+    Raises:
+        ValueError naming the `device` parameter for anything else (callers handle "cpu" first).
+    """
+    if device == "cuda":
+        return 0
+    prefix, _, index = device.partition(":")
+    if prefix != "cuda" or not index.isdigit():
+        raise ValueError(f"parameter device={device!r}: expected 'cpu', 'cuda' or 'cuda:N'")
+    return int(index)
+
+
 class Backend(abc.ABC):
     """Runs one exported DMCF-SIDE model.
 

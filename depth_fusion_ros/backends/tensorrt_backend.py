@@ -1,50 +1,145 @@
-"""TensorRT 10 runtime backend for `.engine` files built by `python -m training.build_engine`.
+"""TensorRT 10 runtime backend for `.engine` / `.plan` files built by `backends.tensorrt_build`
+(`python -m training.build_engine`).
 
 Written against the TensorRT 10 name-based tensor API (TensorRT 8.x -> 10.x Python migration
 guide): `Runtime.deserialize_cuda_engine`, `num_io_tensors` / `get_tensor_name` /
 `get_tensor_mode` / `get_tensor_shape` / `get_tensor_dtype`, `create_execution_context`,
 `set_tensor_address` and `execute_async_v3`. Device buffers and the CUDA stream come from torch
-(imported lazily, like tensorrt itself), so no pycuda / cuda-python is needed.
+(imported lazily, like tensorrt itself), so no pycuda / cuda-python is needed. Only TensorRT 10.x
+is accepted: 11.x removed the weakly-typed builder API this project builds with.
 """
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 
 import numpy as np
 
-from depth_fusion_ros.backends.base import Backend
-from depth_fusion_ros.metadata import ModelMetadata, check_engine_compatible
+from depth_fusion_ros.backends.base import Backend, cuda_index
+from depth_fusion_ros.metadata import ModelMetadata, check_engine_compatible, rebuild_command
+
+LOG = logging.getLogger(__name__)
 
 INSTALL_HINT = (
     "the Python package 'tensorrt' (TensorRT 10) is not importable; install TensorRT 10 for this "
     "CUDA version, or use backend:=onnxruntime / backend:=torch with a .onnx / .pt2 model"
 )
+SUPPORTED_MAJOR = 10
+
+
+def check_tensorrt_version(version: str) -> None:
+    """Accepts TensorRT 10.x only; raises ImportError saying what to install otherwise.
+
+    9.x and older lack the name-based tensor API; 11.x removed `BuilderFlag.FP16/INT8` and
+    `int8_calibrator`, which the builder uses.
+    """
+    major = version.split(".")[0]
+    if not major.isdigit() or int(major) != SUPPORTED_MAJOR:
+        raise ImportError(
+            f"TensorRT {version} found; this code is written for the TensorRT 10 Python API "
+            "(11.x removed BuilderFlag.FP16/INT8 and int8_calibrator, 8.x lacks the name-based "
+            "tensor API): install TensorRT 10.x (pip install 'tensorrt>=10,<11')")
 
 
 def import_tensorrt():
-    """Imports tensorrt or raises ImportError saying what to install / use instead."""
+    """Imports tensorrt 10.x or raises ImportError saying what to install / use instead."""
     try:
         import tensorrt as trt
     except ImportError as exc:
         raise ImportError(INSTALL_HINT) from exc
-    if int(trt.__version__.split(".")[0]) < 10:
-        raise ImportError(f"TensorRT {trt.__version__} found; this code needs TensorRT 10")
+    check_tensorrt_version(trt.__version__)
     return trt
 
 
-def cuda_device_info(device: str) -> tuple[int, str, str]:
-    """(index, GPU name, compute capability "major.minor") of a "cuda[:N]" device, via torch.
+class _TensorRTLog:
+    """One process-wide TensorRT logger (TensorRT keeps the first one it is given): warnings
+    and errors go to Python logging, errors are also kept so a failed build can name its cause."""
 
-    The same function feeds `training.build_engine`'s sidecar, so the values compare exactly.
+    _instance = None
+
+    @classmethod
+    def get(cls, trt):
+        if cls._instance is None:
+            class Logger(trt.ILogger):
+                def __init__(self) -> None:
+                    trt.ILogger.__init__(self)  # required by the pybind base class
+                    self.errors: list[str] = []
+
+                def log(self, severity, msg) -> None:
+                    level = int(severity)  # INTERNAL_ERROR 0, ERROR 1, WARNING 2, INFO 3, ...
+                    if level <= int(trt.ILogger.Severity.ERROR):
+                        self.errors.append(msg)
+                        LOG.error("TensorRT: %s", msg)
+                    elif level == int(trt.ILogger.Severity.WARNING):
+                        LOG.warning("TensorRT: %s", msg)
+
+                def take_errors(self) -> list[str]:
+                    errors, self.errors = self.errors, []
+                    return errors
+
+            cls._instance = Logger()
+        return cls._instance
+
+
+def tensorrt_logger(trt):
+    """The shared TensorRT logger (`.take_errors()` returns and clears the errors logged)."""
+    return _TensorRTLog.get(trt)
+
+
+def select_cuda_device(device: str) -> tuple[int, str, str]:
+    """Makes "cuda[:N]" the current CUDA device of this thread and describes it.
+
+    TensorRT builds and deserialises on the *current* device, so this comes before any builder
+    or runtime call. Returns (index, GPU name, compute capability "major.minor"); the same values
+    feed the engine sidecar and the compatibility check, so they compare exactly.
+    Raises:
+        ValueError for a bad device string or index, RuntimeError without a visible GPU.
     """
     import torch
 
+    index = cuda_index(device)
     if not torch.cuda.is_available():
-        raise RuntimeError(f"device={device!r}: no CUDA GPU is visible to torch; TensorRT needs one")
-    index = torch.device(device).index or 0
+        raise RuntimeError(f"device={device!r}: no CUDA GPU is visible to torch; TensorRT "
+                           "needs one")
+    if index >= torch.cuda.device_count():
+        raise ValueError(f"parameter device={device!r}: only {torch.cuda.device_count()} GPU(s) "
+                         "are visible")
+    torch.cuda.set_device(index)  # cudaSetDevice for this thread
     major, minor = torch.cuda.get_device_capability(index)
     return index, torch.cuda.get_device_name(index), f"{major}.{minor}"
+
+
+def check_engine_io(engine_io: dict[str, tuple[bool, tuple[int, ...]]], md: ModelMetadata,
+                    engine_label: str) -> None:
+    """Both directions: every sidecar input/output is an engine input/output of the same shape,
+    and every engine I/O tensor is in the sidecar.
+
+    Args:
+        engine_io: {tensor name: (is_input, shape)} of the engine.
+        engine_label: the file named in the message.
+    Raises:
+        ValueError listing every mismatch and the command that rebuilds the engine.
+    """
+    problems = []
+    for kind, specs, want_input in (("input", md.inputs, True), ("output", md.outputs, False)):
+        for spec in specs:
+            if spec.name not in engine_io:
+                problems.append(f"sidecar {kind} {spec.name!r} is not an engine tensor")
+                continue
+            is_input, shape = engine_io[spec.name]
+            if is_input != want_input:
+                problems.append(f"sidecar {kind} {spec.name!r} is an engine "
+                                f"{'input' if is_input else 'output'}")
+            if tuple(shape) != tuple(spec.shape):
+                problems.append(f"{kind} {spec.name!r} has shape {tuple(shape)} in the engine but "
+                                f"{tuple(spec.shape)} in the sidecar")
+    known = {spec.name for spec in md.inputs + md.outputs}
+    for name in sorted(set(engine_io) - known):
+        problems.append(f"engine tensor {name!r} is not in the sidecar")
+    if problems:
+        raise ValueError(f"engine {engine_label} does not match its sidecar: {'; '.join(problems)}."
+                         f" Rebuild it from the current ONNX with: {rebuild_command(engine_label)}")
 
 
 def _torch_dtype(trt, dtype):
@@ -62,59 +157,69 @@ class TensorRTBackend(Backend):
 
     name = "tensorrt"
 
-    def __init__(self, model_path: str | os.PathLike, metadata: ModelMetadata, device: str = "cuda"):
+    def __init__(self, model_path: str | os.PathLike, metadata: ModelMetadata,
+                 device: str = "cuda") -> None:
         trt = import_tensorrt()
-        import torch
-
-        if not device.startswith("cuda"):
+        if device == "cpu":
             raise ValueError(f"parameter device={device!r}: the tensorrt backend needs 'cuda[:N]'")
-        index, gpu_name, capability = cuda_device_info(device)
+        index, gpu_name, capability = select_cuda_device(device)
         # Check the sidecar first: deserialising a foreign engine fails with an opaque error.
         check_engine_compatible(metadata, trt.__version__, gpu_name, capability, model_path)
+        self._load(trt, Path(model_path).read_bytes(), metadata, index, str(model_path))
+
+    @classmethod
+    def from_serialized(cls, serialized, metadata: ModelMetadata, device: str) -> TensorRTBackend:
+        """A backend for an engine just built in memory on this GPU (the builder's accuracy
+        check); `metadata` is the sidecar it will get. No compatibility check: it is not foreign.
+        """
+        trt = import_tensorrt()
+        index, _, _ = select_cuda_device(device)
+        backend = cls.__new__(cls)
+        backend._load(trt, serialized, metadata, index, metadata.model_file)
+        return backend
+
+    def _load(self, trt, serialized, metadata: ModelMetadata, index: int, label: str) -> None:
+        import torch
+
         super().__init__(metadata, f"cuda:{index}", metadata.precision)
         self._torch = torch
-        self._torch_device = torch.device(self.device)
-        torch.cuda.set_device(self._torch_device)
-        self._logger = trt.Logger(trt.Logger.WARNING)
-        self._runtime = trt.Runtime(self._logger)
-        self.engine = self._runtime.deserialize_cuda_engine(Path(model_path).read_bytes())
+        self._torch_device = torch.device("cuda", index)
+        self._runtime = trt.Runtime(tensorrt_logger(trt))
+        self.engine = self._runtime.deserialize_cuda_engine(serialized)
         if self.engine is None:
             raise RuntimeError(
-                f"TensorRT could not deserialise {model_path} (see the TensorRT log above); "
-                f"rebuild it with python -m training.build_engine --out {model_path}"
-            )
+                f"TensorRT could not deserialise {label} (see the TensorRT log above); "
+                f"rebuild it with: {rebuild_command(label)}")
+        engine_io = {}
+        for i in range(self.engine.num_io_tensors):
+            name = self.engine.get_tensor_name(i)
+            is_input = self.engine.get_tensor_mode(name) == trt.TensorIOMode.INPUT
+            engine_io[name] = (is_input, tuple(self.engine.get_tensor_shape(name)))
+        check_engine_io(engine_io, metadata, label)
         self.context = self.engine.create_execution_context()
         self._stream = torch.cuda.Stream(device=self._torch_device)
-        self._buffers = self._allocate(trt)
+        self._buffers = self._allocate(trt, engine_io)
 
-    def _allocate(self, trt) -> dict:
+    def _allocate(self, trt, engine_io: dict) -> dict:
         """One static device buffer per I/O tensor, bound once with set_tensor_address."""
         torch = self._torch
         buffers = {}
-        expected = {spec.name: spec for spec in self.metadata.inputs + self.metadata.outputs}
-        for i in range(self.engine.num_io_tensors):
-            name = self.engine.get_tensor_name(i)
-            shape = tuple(self.engine.get_tensor_shape(name))
-            if name not in expected or tuple(expected[name].shape) != shape:
-                raise ValueError(
-                    f"engine tensor {name!r} {shape} does not match its sidecar "
-                    f"({sorted(expected)}); rebuild the engine from the current ONNX"
-                )
+        for name, (is_input, shape) in engine_io.items():
             dtype = _torch_dtype(trt, self.engine.get_tensor_dtype(name))
             buffer = torch.empty(shape, dtype=dtype, device=self._torch_device)
             self.context.set_tensor_address(name, buffer.data_ptr())
-            is_input = self.engine.get_tensor_mode(name) == trt.TensorIOMode.INPUT
             buffers[name] = (buffer, is_input)
         return buffers
 
     def _run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         torch = self._torch
-        with torch.cuda.stream(self._stream):
+        with torch.cuda.device(self._torch_device), torch.cuda.stream(self._stream):
             for name, array in feeds.items():
                 buffer, _ = self._buffers[name]
                 buffer.copy_(torch.from_numpy(array), non_blocking=False)
             if not self.context.execute_async_v3(self._stream.cuda_stream):
-                raise RuntimeError(f"TensorRT execute_async_v3 failed for {self.metadata.model_file}")
+                raise RuntimeError(
+                    f"TensorRT execute_async_v3 failed for {self.metadata.model_file}")
             outputs = {
                 name: buffer.float().cpu()
                 for name, (buffer, is_input) in self._buffers.items()
@@ -127,3 +232,4 @@ class TensorRTBackend(Backend):
         self._buffers = {}
         self.context = None
         self.engine = None
+        super().close()
