@@ -13,7 +13,7 @@ ROS_ENV = AMENT_PREFIX_PATH=$(abspath $(VENV)) ROS_HOME=$$(mktemp -d) \
           ROS_DOMAIN_ID=$$(( $$$$ % 90 + 5 )) ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST \
           RCUTILS_COLORIZED_OUTPUT=0 PYTHONUNBUFFERED=1
 
-.PHONY: setup test demo bench lint clean
+.PHONY: setup test demo bench gpu-check lint clean
 
 setup: $(PKG_STAMP)
 
@@ -37,6 +37,14 @@ demo: setup
 
 bench: setup
 	$(ROS_ENV) $(PY) bench/run_all.py $(BENCH_ARGS)
+
+# GPU deployment check on a CUDA machine (< 8 min): torch backend fp32/fp16 and AOTInductor,
+# the node over DDS, the TensorRT engine cache; appends to bench/RESULTS.md. No `setup` step: a
+# GPU machine may have torch but no package index, so it runs on the venv's Python if there is
+# one, else $(PYTHON), and lists the parts it skipped. GPU_CHECK_ARGS=--dry-run: the CPU check.
+GPU_PY = $(if $(wildcard $(PY)),$(PY),$(PYTHON))
+gpu-check:
+	$(ROS_ENV) $(GPU_PY) bench/gpu_check.py $(GPU_CHECK_ARGS)
 
 lint: setup
 	$(VENV)/bin/ruff check .

@@ -1,5 +1,7 @@
 """Pinhole geometry for the published depth: intrinsics scaling, cached rays, depth -> xyz.
 
+The intrinsics here are those of the rectified image (P, see camera_model.py).
+
 Optical frame convention (REP 103/105): z forward, x right, y down; depth is metres along z
 (REP 118), so a pixel (u, v) with depth z is at x = (u - cx) / fx * z, y = (v - cy) / fy * z.
 The per-pixel factors (u - cx) / fx and (v - cy) / fy depend only on the intrinsics, image size
@@ -13,34 +15,26 @@ from dataclasses import dataclass
 import numpy as np
 
 
-def intrinsics_error(k: np.ndarray) -> str | None:
-    """Why a 3x3 K cannot be used (None if it can): all zero, non-finite, fx or fy <= 0."""
-    k = np.asarray(k, dtype=np.float64).reshape(3, 3)
-    if not np.isfinite(k).all():
-        return "K contains NaN or inf"
-    if not k.any():
-        return "K is all zero (uncalibrated camera)"
-    if k[0, 0] <= 0.0 or k[1, 1] <= 0.0:
-        return f"fx={k[0, 0]} and fy={k[1, 1]} must be > 0"
-    return None
-
-
 def scale_intrinsics(k: np.ndarray, src_wh: tuple[int, int], dst_wh: tuple[int, int]) -> np.ndarray:
-    """Intrinsics of an image resized from src_wh to dst_wh (aspect may change).
+    """Intrinsics of an image resized from src_wh to dst_wh (aspect may change) with cv2.resize.
 
-    fx, cx scale with dst_w / src_w and fy, cy with dst_h / src_h (DESIGN.md section 2, the same
-    rule image_proc's resize uses); the half-pixel offset of a centre-aligned resize is below a
-    quarter pixel at our sizes and is deliberately not modelled, so every consumer agrees.
+    cv2.resize maps pixel centres: source u = (u' + 0.5) / s - 0.5 with s = dst_w / src_w, so a
+    point at u in the source is at u' = (u + 0.5) * s - 0.5. Hence per axis f' = f * s and
+    c' = (c + 0.5) * s - 0.5 (DESIGN.md section 2), and P's Tx scales with fx (Ty with fy).
+    image_proc's resize node scales c' = c * s instead, which is 0.5 * (1 - s) px too large
+    (+0.24 px in u and +0.17 px in v for 1224x384 -> 640x256): published intrinsics must match
+    the published pixels, and these come from a centre-aligned resize.
 
     Args:
-        k: [3, 3] camera matrix; or [3, 4] projection matrix P (its Tx column scales with fx too).
+        k: [3, 3] camera matrix; or [3, 4] projection matrix P (third row [0, 0, 1, 0]).
     Returns:
         Same shape, float64.
     """
-    scaled = np.array(k, dtype=np.float64, copy=True)
-    scaled[0] *= dst_wh[0] / src_wh[0]
-    scaled[1] *= dst_wh[1] / src_wh[1]
-    return scaled
+    scale_x, scale_y = dst_wh[0] / src_wh[0], dst_wh[1] / src_wh[1]
+    resize = np.array([[scale_x, 0.0, 0.5 * (scale_x - 1.0)],
+                       [0.0, scale_y, 0.5 * (scale_y - 1.0)],
+                       [0.0, 0.0, 1.0]])  # u' = s * u + (s - 1) / 2 in homogeneous pixels
+    return resize @ np.asarray(k, dtype=np.float64)
 
 
 @dataclass(frozen=True)
@@ -52,8 +46,13 @@ class Rays:
 
 
 def compute_rays(k: np.ndarray, width: int, height: int, stride: int = 1) -> Rays:
-    """Ray factors for pixels (u, v) = (i * stride, j * stride) of a width x height image."""
-    k = np.asarray(k, dtype=np.float64).reshape(3, 3)
+    """Ray factors for pixels (u, v) = (i * stride, j * stride) of a width x height image.
+
+    Args:
+        k: [3, 3] intrinsics of the (rectified) depth image, i.e. P[:, :3]: fx = k[0, 0],
+            fy = k[1, 1], cx = k[0, 2], cy = k[1, 2], as depth_image_proc reads them.
+    """
+    k = np.asarray(k, dtype=np.float64)[:3, :3]
     fx, fy, cx, cy = k[0, 0], k[1, 1], k[0, 2], k[1, 2]
     u = (np.arange(0, width, stride, dtype=np.float64) - cx) / fx  # [w]
     v = (np.arange(0, height, stride, dtype=np.float64) - cy) / fy  # [h]
@@ -70,7 +69,7 @@ class RayCache:
         self.computations = 0  # how often rays were (re)built; tests check the cache works
 
     def get(self, camera: str, k: np.ndarray, width: int, height: int, stride: int) -> Rays:
-        key = (tuple(np.asarray(k, dtype=np.float64).ravel()[:9]), width, height, stride)
+        key = (tuple(np.asarray(k, dtype=np.float64)[:3, :3].ravel()), width, height, stride)
         cached = self._entries.get(camera)
         if cached is not None and cached[0] == key:
             return cached[1]

@@ -24,13 +24,13 @@ from rclpy.qos import (
     qos_profile_sensor_data,
     qos_profile_system_default,
 )
-from sensor_msgs.msg import CameraInfo, Image, PointCloud2
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
 
+from depth_fusion_ros.compressed import compressed_format_error
 from depth_fusion_ros.diagnostics import NodeStats
 from depth_fusion_ros.params import NodeParams, ParameterError, declare_and_read
 from depth_fusion_ros.pipeline import (
-    RGB_ENCODINGS,
-    THERMAL_ENCODINGS,
+    ENCODINGS,
     VIEWS,
     BadInput,
     DepthPipeline,
@@ -41,7 +41,6 @@ from depth_fusion_ros.ros_image import ImageDecodeError, image_to_numpy
 from depth_fusion_ros.sync import ApproximateTimeSync, LatestSlot
 
 NODE_NAME = "depth_fusion"
-ENCODINGS = {"thermal": THERMAL_ENCODINGS, "rgb": RGB_ENCODINGS}
 
 
 def qos_profile(name: str) -> QoSProfile:
@@ -60,10 +59,20 @@ class DepthFusionNode(Node):
     def __init__(self, **node_kwargs):
         super().__init__(NODE_NAME, **node_kwargs)
         self.params: NodeParams = declare_and_read(self)
-        from depth_fusion_ros.backends import create_backend  # after params: errors name them
+        from depth_fusion_ros.backends import (  # after params: errors name them
+            backend_details,
+            create_backend,
+        )
 
         p = self.params
-        self.backend = create_backend(p.model_path, p.backend, p.device)
+        # An .onnx with backend tensorrt builds its engine on the first start on this machine
+        # (minutes, progress logged; a concurrent start waits for it), then loads it from
+        # engine_cache_dir.
+        self.backend = create_backend(
+            p.model_path, p.backend, p.device, p.ort_num_threads or None,
+            allow_spinning=p.ort_allow_spinning, precision=p.precision,
+            engine_cache_dir=p.engine_cache_dir or None, workspace_gb=p.engine_workspace_gb,
+            calib_data=p.engine_calib_data or None, log=self.get_logger().info)
         self.views = tuple(v for v in VIEWS if getattr(p, f"publish_{v}"))
         missing = [v for v in self.views if v not in self.backend.views]
         if missing:
@@ -75,11 +84,13 @@ class DepthFusionNode(Node):
         self.pipeline = DepthPipeline(PipelineConfig(
             views=self.views, network_hw=(self.backend.metadata.height, self.backend.metadata.width),
             min_depth_m=p.min_depth_m, max_depth_m=p.max_depth_m, output_size=p.output_size,
-            points_stride=p.points_stride, reuse_buffers=True))
+            points_stride=p.points_stride, reuse_buffers=True,
+            rectify=tuple(v for v in VIEWS if getattr(p, f"{v}_rectify"))))
         self.stats = NodeStats(VIEWS, p.stale_timeout_s, time.monotonic())
         self.stats.info.update({"backend": self.backend.name, "device": self.backend.device,
                                 "precision": self.backend.precision,
-                                "model_id": self.backend.metadata.model_id})
+                                "model_id": self.backend.metadata.model_id,
+                                **backend_details(self.backend)})
         self.sync = ApproximateTimeSync(p.sync_slop_s, p.sync_queue_size)
         self.slot = LatestSlot()
         self._infos: dict[str, CameraInfo | None] = {v: None for v in VIEWS}
@@ -112,8 +123,14 @@ class DepthFusionNode(Node):
             # info that arrives with its image is cached before the image forms a pair.
             info_sub = self.create_subscription(
                 CameraInfo, f"{view}/camera_info", lambda m, v=view: self._on_info(v, m), qos)
+            transport = getattr(self.params, f"{view}_transport")
+            kind, topic = Image, f"{view}/image_raw"
+            if transport != "raw":
+                # image_transport's naming: <base>/<transport>, the base topic resolved with the
+                # remappings first, so remapping thermal/image_raw moves the compressed one too.
+                kind, topic = CompressedImage, f"{self.resolve_topic_name(topic)}/{transport}"
             image_sub = self.create_subscription(
-                Image, f"{view}/image_raw", lambda m, s=stream: self._on_image(s, m), qos)
+                kind, topic, lambda m, s=stream: self._on_image(s, m), qos)
             self.image_topics[view] = image_sub.topic_name
             self.info_topics[view] = info_sub.topic_name
 
@@ -128,20 +145,28 @@ class DepthFusionNode(Node):
             self.get_logger().warning(f"dropped message on {topic} ({reason}): {detail}")
 
     def _on_info(self, view: str, msg: CameraInfo) -> None:
-        problem = camera_info_error(msg)
+        problem = camera_info_error(msg, rectify=view in self.pipeline.config.rectify)
         if problem is not None:
             self._bad(self.info_topics[view], *problem)
             return
         self._infos[view] = msg  # latest wins
 
-    def _on_image(self, stream: int, msg: Image) -> None:
+    def _on_image(self, stream: int, msg: Image | CompressedImage) -> None:
         view = VIEWS[stream]
         topic = self.image_topics[view]
         self.stats.record_input(view, time.monotonic())
-        try:
-            image_to_numpy(msg, allowed=ENCODINGS[view])  # validation only (a view, no copy)
-        except ImageDecodeError as err:
-            self._bad(topic, err.reason, str(err))
+        if isinstance(msg, CompressedImage):
+            # Format and encoding only: decoding is the worker's (pipeline.prepare), so the
+            # executor keeps draining; undecodable data is counted there, on this topic.
+            problem = compressed_format_error(msg, allowed=ENCODINGS[view])
+        else:
+            try:
+                image_to_numpy(msg, allowed=ENCODINGS[view])  # validation only (a view, no copy)
+                problem = None
+            except ImageDecodeError as err:
+                problem = err
+        if problem is not None:
+            self._bad(topic, problem.reason, str(problem))
             return
         before = (self.sync.stats.backwards[stream], self.sync.stats.repeated[stream])
         stamp_ns = msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec

@@ -12,9 +12,14 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, fields
 
+from depth_fusion_ros.metadata import PRECISIONS
+
 BACKENDS = ("auto", "tensorrt", "onnxruntime", "torch")
 OUTPUT_SIZES = ("network", "camera")
 QOS_PROFILES = ("sensor_data", "reliable", "best_effort", "system_default")
+# image_transport names: raw = sensor_msgs/Image on <view>/image_raw, compressed =
+# sensor_msgs/CompressedImage on <view>/image_raw/compressed (compressedDepth: 16-bit PNG).
+TRANSPORTS = {"thermal": ("raw", "compressed", "compressedDepth"), "rgb": ("raw", "compressed")}
 
 
 class ParameterError(ValueError):
@@ -54,6 +59,8 @@ RANGES: dict[str, NumberRange] = {
     "max_rate_hz": NumberRange(0.01, 1000.0, "Hz", off=0.0, off_means="no cap"),
     "warmup_iterations": NumberRange(0, 1000, "runs"),
     "warn_throttle_s": NumberRange(0.0, 3600.0, "s"),
+    "engine_workspace_gb": NumberRange(0.125, 1024.0, "GB"),
+    "ort_num_threads": NumberRange(1, 256, "threads", off=0, off_means="the backend's default"),
 }
 
 
@@ -80,6 +87,16 @@ class NodeParams:
     max_rate_hz: float = 0.0
     warmup_iterations: int = 2
     warn_throttle_s: float = 5.0
+    precision: str = "fp16"
+    engine_cache_dir: str = ""
+    engine_workspace_gb: float = 4.0
+    engine_calib_data: str = ""
+    ort_num_threads: int = 0
+    ort_allow_spinning: bool = False
+    thermal_transport: str = "raw"
+    rgb_transport: str = "raw"
+    thermal_rectify: bool = True
+    rgb_rectify: bool = True
 
     def __post_init__(self):
         _check(bool(self.model_path), "model_path", "is empty: set it to an exported .onnx, "
@@ -95,6 +112,13 @@ class NodeParams:
         _check_choice("output_size", self.output_size, OUTPUT_SIZES)
         _check_choice("input_qos", self.input_qos, QOS_PROFILES)
         _check_choice("output_qos", self.output_qos, QOS_PROFILES)
+        _check_choice("thermal_transport", self.thermal_transport, TRANSPORTS["thermal"])
+        _check_choice("rgb_transport", self.rgb_transport, TRANSPORTS["rgb"])
+        _check_choice("precision", self.precision, PRECISIONS)
+        builds_engine = self.backend == "tensorrt" and self.model_path.lower().endswith(".onnx")
+        _check(not (builds_engine and self.precision == "int8" and not self.engine_calib_data),
+               "engine_calib_data", "is empty but precision is int8: int8 engines calibrate on "
+               "real frames, so set it to an MS2 root (or use precision fp16)")
 
 
 def check_range(name: str, value: float, allowed: NumberRange) -> None:
@@ -133,6 +157,26 @@ PARAMETERS: dict[str, str] = {
     "newer pairs replace waiting ones, drops are counted.",
     "warmup_iterations": "Inference runs on dummy input at start-up before subscribing.",
     "warn_throttle_s": "Minimum interval (s) between repeated bad-input warnings per topic/reason.",
+    "precision": "Precision of engines the node builds: fp32 | fp16 | int8 (the tensorrt engine "
+    "of an .onnx model; ONNX Runtime's TensorRT provider: fp16 unless fp32). A .engine or .pt2 "
+    "runs its sidecar's precision; /diagnostics reports what runs.",
+    "engine_cache_dir": "Per-machine TensorRT engine cache for backend tensorrt with an .onnx "
+    "model (empty = $ROS_HOME/depth_fusion/engines, else ~/.ros/depth_fusion/engines).",
+    "engine_workspace_gb": "TensorRT builder workspace limit (GB) of engines the node builds.",
+    "engine_calib_data": "MS2 root with real frames for int8 calibration of engines the node "
+    "builds (required for precision int8 with backend tensorrt and an .onnx model).",
+    "ort_num_threads": "ONNX Runtime intra-op threads (0 = the usable cores minus one, at most "
+    "8: a thread per core would fight the ROS executor for the CPU).",
+    "ort_allow_spinning": "Let idle ONNX Runtime threads busy-wait between ops (lower latency, "
+    "but they hold their cores; off so the executor and preprocessing keep a core).",
+    "thermal_transport": "Thermal input transport: raw (Image on thermal/image_raw) | compressed "
+    "(CompressedImage on thermal/image_raw/compressed, e.g. 16-bit PNG) | compressedDepth.",
+    "rgb_transport": "RGB input transport: raw (Image on rgb/image_raw) | compressed "
+    "(CompressedImage JPEG/PNG on rgb/image_raw/compressed).",
+    "thermal_rectify": "Rectify thermal images whose camera_info has non-zero D (raw input) "
+    "before the network; false = the input is rectified already (image_rect), geometry from P.",
+    "rgb_rectify": "Rectify RGB images whose camera_info has non-zero D (raw input) before the "
+    "network; false = the input is rectified already (image_rect), geometry from P.",
 }
 
 

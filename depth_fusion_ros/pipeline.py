@@ -1,5 +1,10 @@
-"""Per-pair processing without ROS plumbing: decode -> preprocess -> (infer) -> depth messages.
+"""Per-pair processing without ROS plumbing: decode -> rectify -> preprocess -> (infer) -> depth
+messages.
 
+Images are sensor_msgs/Image or CompressedImage; a raw image whose camera_info has distortion is
+rectified (camera_model.py) before the network, and every output describes the rectified image:
+geometry from P (adjusted for ROI and binning, then for the resize to the network size with the
+half-pixel rule of geometry.scale_intrinsics), camera_info with D = 0 and R = I.
 The node feeds it message objects and publishes what comes out; the benchmark
 (bench/node_overhead.py) and the tests drive it directly. Inference stays outside so its cost
 can be measured on its own: `prepare()` gives the network inputs, the caller runs
@@ -14,13 +19,17 @@ import numpy as np
 from sensor_msgs.msg import CameraInfo, Image
 
 from depth_fusion_ros import preprocess
+from depth_fusion_ros.camera_model import CameraInfoError, CameraModel, Rectifier, camera_model
 from depth_fusion_ros.clouds import empty_cloud, xyz_intensity_points, xyz_rgb_points
-from depth_fusion_ros.geometry import RayCache, intrinsics_error, mask_depth_range, scale_intrinsics
+from depth_fusion_ros.compressed import compressed_to_numpy
+from depth_fusion_ros.geometry import RayCache, mask_depth_range, scale_intrinsics
 from depth_fusion_ros.ros_image import ImageDecodeError, empty_image, image_to_numpy
 
 VIEWS = ("thermal", "rgb")
 THERMAL_ENCODINGS = ("mono16", "16UC1", "mono8", "8UC1")
 RGB_ENCODINGS = ("rgb8", "bgr8", "mono8", "8UC1")
+ENCODINGS = {"thermal": THERMAL_ENCODINGS, "rgb": RGB_ENCODINGS}
+IDENTITY_R = np.eye(3).ravel().tolist()
 
 
 class BadInput(ValueError):
@@ -44,6 +53,9 @@ class PipelineConfig:
     # rclpy's publish() serialises synchronously. Saves the page faults of fresh 2.6 MB buffers,
     # which are most of the per-pair cost of the clouds.
     reuse_buffers: bool = False
+    # Cameras whose raw images (camera_info D non-zero) are rectified before the network; the
+    # others are taken as rectified already (e.g. image_proc's image_rect), geometry from P.
+    rectify: tuple[str, ...] = VIEWS
 
 
 @dataclass
@@ -52,8 +64,8 @@ class Prepared:
 
     headers: dict[str, object]  # view -> std_msgs/Header of the input image
     camera_hw: dict[str, tuple[int, int]]  # view -> input image (height, width)
-    infos: dict[str, CameraInfo]
-    rgb: np.ndarray  # [H, W, 3] uint8 RGB order (or [H, W] mono), kept for the cloud colours
+    models: dict[str, CameraModel]  # published views (and others with a camera_info)
+    rgb: np.ndarray  # [H, W, 3] uint8 RGB order (or [H, W] mono), rectified, for cloud colours
     thermal_input: np.ndarray  # [1, 1, h, w] float32 normalised
     rgb_input: np.ndarray  # [1, 3, h, w] float32 normalised
 
@@ -65,20 +77,30 @@ class ViewOutput:
     cloud: object | None  # sensor_msgs/PointCloud2 when requested
 
 
-def camera_info_error(info: CameraInfo) -> tuple[str, str] | None:
-    """(reason, message) if a CameraInfo cannot be used for geometry, else None."""
-    problem = intrinsics_error(np.asarray(info.k, dtype=np.float64))
-    if problem is not None:
-        return ("zero_K" if "all zero" in problem else "bad_K"), problem
+def camera_info_error(info: CameraInfo, rectify: bool = True) -> tuple[str, str] | None:
+    """(reason, message) if a CameraInfo cannot be used for geometry, else None.
+
+    Checks what can be checked without the image (the subscription callback); the image size
+    is checked against ROI and binning when a pair is prepared.
+    """
+    try:
+        camera_model(info, rectify=rectify)
+    except CameraInfoError as err:
+        return err.reason, str(err)
     return None
 
 
 class DepthPipeline:
-    """Stateful only in its ray cache (rays are rebuilt when K, size or stride change)."""
+    """Stateful only in its caches: rectification maps (rebuilt when a camera_info changes)
+    and rays (rebuilt when the published intrinsics, size or stride change)."""
 
     def __init__(self, config: PipelineConfig):
         self.config = config
         self.rays = RayCache()
+        self.rectifier = Rectifier()
+        # view -> (camera_info message, image (h, w), its model): a received message is not
+        # modified afterwards, so the same object for the same image size has the same model.
+        self._models: dict[str, tuple[object, tuple[int, int], CameraModel]] = {}
         self._buffers: dict[tuple, tuple] = {}
 
     def _message(self, key: tuple, make, header):
@@ -91,26 +113,55 @@ class DepthPipeline:
         msg.header = header
         return msg, view
 
-    def prepare(self, thermal_msg: Image, rgb_msg: Image,
-                thermal_info: CameraInfo | None, rgb_info: CameraInfo | None) -> Prepared:
-        """Decode and preprocess a pair. Raises BadInput naming the view and reason."""
-        thermal = _decode("thermal", thermal_msg, THERMAL_ENCODINGS)
-        rgb = _decode("rgb", rgb_msg, RGB_ENCODINGS)
-        if rgb_msg.encoding == "bgr8":
-            rgb = cv2.cvtColor(rgb, cv2.COLOR_BGR2RGB)
-        infos = {}
-        for view, info, pixels in (("thermal", thermal_info, thermal), ("rgb", rgb_info, rgb)):
-            if view in self.config.views:
-                infos[view] = _check_info(view, info, pixels.shape[:2])
+    def prepare(self, thermal_msg, rgb_msg, thermal_info: CameraInfo | None,
+                rgb_info: CameraInfo | None) -> Prepared:
+        """Decode, rectify and preprocess a pair. Raises BadInput naming the view and reason.
+
+        Args:
+            thermal_msg, rgb_msg: sensor_msgs/Image or sensor_msgs/CompressedImage.
+        """
+        pixels, models = {}, {}
+        for view, msg, info in (("thermal", thermal_msg, thermal_info), ("rgb", rgb_msg, rgb_info)):
+            image = _decode(view, msg)
+            model = self._model(view, info, image.shape[:2])
+            if model is not None:
+                models[view] = model
+                if model.needs_rectification:
+                    image = self.rectifier.rectify(view, image, model)
+            pixels[view] = image
         net_hw = self.config.network_hw
         return Prepared(
             headers={"thermal": thermal_msg.header, "rgb": rgb_msg.header},
-            camera_hw={"thermal": thermal.shape[:2], "rgb": rgb.shape[:2]},
-            infos=infos,
-            rgb=rgb,
-            thermal_input=preprocess.preprocess_thermal(thermal, net_hw)[None],  # [1, 1, h, w]
-            rgb_input=preprocess.preprocess_rgb(rgb, net_hw)[None],  # [1, 3, h, w]
+            camera_hw={view: image.shape[:2] for view, image in pixels.items()},
+            models=models,
+            rgb=pixels["rgb"],
+            # Both images are stretched to the network size, whatever their aspect ratio: the
+            # training does the same to MS2's 1224x384 RGB (DESIGN.md section 2), and the
+            # per-axis intrinsics of the published depth keep the geometry exact.
+            thermal_input=preprocess.preprocess_thermal(pixels["thermal"], net_hw)[None],
+            rgb_input=preprocess.preprocess_rgb(pixels["rgb"], net_hw)[None],  # [1, 3, h, w]
         )
+
+    def _model(self, view: str, info: CameraInfo | None,
+               image_hw: tuple[int, int]) -> CameraModel | None:
+        """The camera model of a view; required for published views."""
+        required = view in self.config.views
+        if info is None:
+            if required:
+                raise BadInput(view, "camera_info", "no_camera_info",
+                               "no valid camera_info received yet for this camera")
+            return None
+        cached = self._models.get(view)
+        if cached is not None and cached[0] is info and cached[1] == image_hw:
+            return cached[2]
+        try:
+            model = camera_model(info, image_hw, rectify=view in self.config.rectify)
+        except CameraInfoError as err:
+            if required:
+                raise BadInput(view, "camera_info", err.reason, str(err)) from err
+            return None  # an unpublished view's image goes to the network as it is
+        self._models[view] = (info, image_hw, model)
+        return model
 
     def postprocess(self, prepared: Prepared, depths: dict[str, np.ndarray],
                     clouds: dict[str, bool]) -> dict[str, ViewOutput]:
@@ -130,26 +181,23 @@ class DepthPipeline:
               want_cloud: bool) -> ViewOutput:
         cfg = self.config
         cam_h, cam_w = prepared.camera_hw[view]
-        info_in = prepared.infos[view]
-        k = np.asarray(info_in.k, dtype=np.float64).reshape(3, 3)
-        p = np.asarray(info_in.p, dtype=np.float64).reshape(3, 4)
+        model = prepared.models[view]
         depth_net = np.asarray(depth_net, dtype=np.float32).reshape(cfg.network_hw)  # [h, w]
         header = prepared.headers[view]
         out_hw = (cam_h, cam_w) if cfg.output_size == "camera" else cfg.network_hw
         image, depth = self._message(("image", view, out_hw),
                                      lambda: empty_image(*out_hw, "32FC1", header), header)
+        p = model.p  # [3, 4] the rectified image's geometry at the camera size
         if cfg.output_size == "camera":  # depth: [H, W] view of image.data
             depth[...] = cv2.resize(depth_net, (cam_w, cam_h), interpolation=cv2.INTER_LINEAR)
         else:
             depth[...] = depth_net  # the message owns a copy; the backend's buffer is untouched
-            out_h, out_w = cfg.network_hw
-            k = scale_intrinsics(k, (cam_w, cam_h), (out_w, out_h))
-            p = scale_intrinsics(p, (cam_w, cam_h), (out_w, out_h))
-        if not p.any():
-            p = np.hstack([k, np.zeros((3, 1))])  # uncalibrated P: a monocular P = [K | 0]
+            p = scale_intrinsics(p, (cam_w, cam_h), (out_hw[1], out_hw[0]))
+        if model.needs_rectification:  # no measurement where the rectified image had no pixel
+            depth[self.rectifier.invalid_mask(view, model, out_hw)] = np.nan
         mask_depth_range(depth, cfg.min_depth_m, cfg.max_depth_m)
-        info = _camera_info(info_in, header, depth.shape, k, p)
-        cloud = self._cloud(prepared, view, depth, k, header) if want_cloud else None
+        info = _rectified_camera_info(header, depth.shape, p)
+        cloud = self._cloud(prepared, view, depth, p[:, :3], header) if want_cloud else None
         return ViewOutput(image, info, cloud)
 
     def _cloud(self, prepared: Prepared, view: str, depth: np.ndarray, k: np.ndarray, header):
@@ -170,12 +218,13 @@ class DepthPipeline:
     def _intensity(self, prepared: Prepared, out_hw: tuple[int, int]) -> np.ndarray:
         """Thermal brightness in [0, 1] as the network saw it, on the strided grid. [h, w] f32."""
         stride = self.config.points_stride
+        unit = prepared.thermal_input[0, 0]  # [h, w] at the network size
+        if unit.shape != tuple(out_hw):  # output_size=camera: resample (pixel centres) first,
+            unit = cv2.resize(unit, (out_hw[1], out_hw[0]), interpolation=cv2.INTER_LINEAR)
+        # then stride, so point (i, j) gets the brightness of pixel (i * stride, j * stride).
         # Undo the mean/std normalisation: the percentile-clipped, min-max scaled image.
-        unit = prepared.thermal_input[0, 0, ::stride, ::stride] * preprocess.NORM_STD
+        unit = unit[::stride, ::stride] * preprocess.NORM_STD
         unit += preprocess.NORM_MEAN
-        grid_hw = (-(-out_hw[0] // stride), -(-out_hw[1] // stride))
-        if unit.shape != grid_hw:  # output_size=camera: resample to the camera grid
-            unit = cv2.resize(unit, grid_hw[::-1], interpolation=cv2.INTER_LINEAR)
         return np.clip(unit, 0.0, 1.0, out=unit)
 
     def _colours(self, prepared: Prepared, out_hw: tuple[int, int]) -> np.ndarray:
@@ -185,39 +234,38 @@ class DepthPipeline:
         if rgb.ndim == 2:
             rgb = np.repeat(rgb[:, :, None], 3, axis=2)  # mono camera: grey points
         if rgb.shape[:2] != out_hw:
-            # Nearest sampling at the output pixels: a point's colour is one source pixel's.
-            rgb = cv2.resize(rgb, (out_hw[1], out_hw[0]), interpolation=cv2.INTER_NEAREST)
+            # Nearest sampling at the output pixels: a point's colour is one source pixel's,
+            # the one under the pixel's centre (NEAREST_EXACT; plain NEAREST samples floor(u / s),
+            # up to half a source pixel beside the depth pixel's ray).
+            rgb = cv2.resize(rgb, (out_hw[1], out_hw[0]), interpolation=cv2.INTER_NEAREST_EXACT)
         return rgb[::stride, ::stride]
 
 
-def _decode(view: str, msg: Image, encodings: tuple[str, ...]) -> np.ndarray:
+def _decode(view: str, msg) -> np.ndarray:
+    """Pixels of an Image or CompressedImage; colour in RGB order."""
     try:
-        return image_to_numpy(msg, allowed=encodings)
+        if hasattr(msg, "format"):  # sensor_msgs/CompressedImage
+            pixels, encoding = compressed_to_numpy(msg, allowed=ENCODINGS[view])
+        else:
+            pixels, encoding = image_to_numpy(msg, allowed=ENCODINGS[view]), msg.encoding
     except ImageDecodeError as err:
         raise BadInput(view, "image", err.reason, str(err)) from err
+    if encoding == "bgr8":
+        pixels = cv2.cvtColor(pixels, cv2.COLOR_BGR2RGB)
+    return pixels
 
 
-def _check_info(view: str, info: CameraInfo | None, image_hw: tuple[int, int]) -> CameraInfo:
-    if info is None:
-        raise BadInput(view, "camera_info", "no_camera_info",
-                       "no valid camera_info received yet for this camera")
-    problem = camera_info_error(info)
-    if problem is not None:
-        raise BadInput(view, "camera_info", *problem)
-    if (info.width or info.height) and (info.height, info.width) != tuple(image_hw):
-        raise BadInput(view, "camera_info", "camera_info_size_mismatch",
-                       f"camera_info is {info.width}x{info.height} but the image is "
-                       f"{image_hw[1]}x{image_hw[0]}")
-    return info
+def _rectified_camera_info(header, depth_hw, p: np.ndarray) -> CameraInfo:
+    """camera_info of the published (rectified, resized) depth: D = 0, R = I, K = P[:, :3].
 
-
-def _camera_info(info_in: CameraInfo, header, depth_hw, k: np.ndarray, p: np.ndarray) -> CameraInfo:
+    Binning and ROI stay zero: they were applied to P already, and the depth is a whole image.
+    """
     info = CameraInfo()
     info.header = header
     info.height, info.width = int(depth_hw[0]), int(depth_hw[1])
-    info.distortion_model = info_in.distortion_model
-    info.d = list(info_in.d)
-    info.r = info_in.r
-    info.k = k.ravel().tolist()
+    info.distortion_model = "plumb_bob"
+    info.d = [0.0] * 5
+    info.r = IDENTITY_R
+    info.k = p[:, :3].ravel().tolist()
     info.p = p.ravel().tolist()
     return info

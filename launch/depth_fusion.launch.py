@@ -3,9 +3,15 @@
     ros2 launch depth_fusion_ros depth_fusion.launch.py model_path:=/models/dmcf.onnx \
         [params_file:=...] [backend:=auto] [device:=cuda] [namespace:=...] \
         [thermal_image:=/my/thermal/image_raw] [thermal_info:=...] [rgb_image:=...] [rgb_info:=...] \
+        [thermal_transport:=raw|compressed|compressedDepth] [rgb_transport:=raw|compressed] \
         [use_sim_time:=false] [rviz:=false] [publish_static_tf:=false]
 
-`model_path`, `backend` and `device` override the params file only when given (non-empty).
+`model_path`, `backend`, `device`, `thermal_transport` and `rgb_transport` override the params
+file only when given (non-empty). `thermal_image` / `rgb_image` name the camera's *base* image
+topic (e.g. /cam/image_raw) whatever the transport: with `compressed` the node subscribes
+<base>/compressed (image_transport's naming), so the remapping moves it too. The cameras' raw
+images with their own camera_info are expected (the node rectifies when D is non-zero); for
+already rectified images (image_rect) set thermal_rectify/rgb_rectify false in the params file.
 `publish_static_tf:=true` is for setups without a URDF: it publishes base_link ->
 thermal_optical_frame and base_link -> rgb_optical_frame with tf2_ros'
 static_transform_publisher (new-style --x ... --frame-id arguments). The defaults put both
@@ -40,7 +46,8 @@ INPUT_REMAPS = {  # launch argument -> the node's (relative) input topic
     "rgb_image": "rgb/image_raw",
     "rgb_info": "rgb/camera_info",
 }
-OPTIONAL_OVERRIDES = ("model_path", "backend", "device")  # passed only when non-empty
+# passed only when non-empty
+OPTIONAL_OVERRIDES = ("model_path", "backend", "device", "thermal_transport", "rgb_transport")
 NODE_EXIT_HINTS = {  # exit code -> meaning, for the message when the node ends the launch
     2: "start-up error: the 'cannot start:' line above names the parameter or model file",
     None: "see its output above",
@@ -121,6 +128,12 @@ def generate_launch_description() -> LaunchDescription:
                               description="auto | tensorrt | onnxruntime | torch; '' = params file"),
         DeclareLaunchArgument("device", default_value="",
                               description="cuda | cuda:N | cpu; '' = params file"),
+        DeclareLaunchArgument("thermal_transport", default_value="",
+                              description="raw | compressed | compressedDepth (thermal_image is "
+                                          "the base topic); '' = params file"),
+        DeclareLaunchArgument("rgb_transport", default_value="",
+                              description="raw | compressed (rgb_image is the base topic); "
+                                          "'' = params file"),
         DeclareLaunchArgument("namespace", default_value="", description="node namespace"),
         DeclareLaunchArgument("use_sim_time", default_value="false",
                               description="use /clock (true when replaying a bag)"),

@@ -1,6 +1,7 @@
 """Intrinsics scaling, cached rays and packed clouds against hand-computed pinhole points."""
 from __future__ import annotations
 
+import cv2
 import numpy as np
 from sensor_msgs.msg import PointField
 
@@ -16,7 +17,6 @@ from depth_fusion_ros.geometry import (
     RayCache,
     compute_rays,
     depth_to_xyz,
-    intrinsics_error,
     mask_depth_range,
     scale_intrinsics,
 )
@@ -41,20 +41,41 @@ def test_known_depth_gives_hand_computed_points():
     np.testing.assert_allclose(strided[1, 1], xyz[2, 2], rtol=1e-6)
 
 
-def test_scale_intrinsics_for_aspect_change():
+def test_scale_intrinsics_for_aspect_change_uses_half_pixel_centres():
     k_rgb = np.array([[800.0, 0, 612.0], [0, 790.0, 192.0], [0, 0, 1]])
     scaled = scale_intrinsics(k_rgb, (1224, 384), (640, 256))
-    np.testing.assert_allclose(scaled[0], [800 * 640 / 1224, 0, 612 * 640 / 1224])
-    np.testing.assert_allclose(scaled[1], [0, 790 * 256 / 384, 192 * 256 / 384])
+    sx, sy = 640 / 1224, 256 / 384
+    np.testing.assert_allclose(scaled[0], [800 * sx, 0, (612 + 0.5) * sx - 0.5])
+    np.testing.assert_allclose(scaled[1], [0, 790 * sy, (192 + 0.5) * sy - 0.5])
     np.testing.assert_allclose(scaled[2], [0, 0, 1])
+    # c * s (image_proc's resize, and this function before) was 0.24 px / 0.17 px too large
+    np.testing.assert_allclose(612 * sx - scaled[0, 2], 0.2386, atol=1e-4)
+    np.testing.assert_allclose(192 * sy - scaled[1, 2], 0.1667, atol=1e-4)
     p = np.hstack([k_rgb, [[-80.0], [0], [0]]])  # a stereo P: Tx = -fx * baseline scales with fx
-    np.testing.assert_allclose(scale_intrinsics(p, (1224, 384), (640, 256))[0, 3], -80 * 640 / 1224)
+    scaled_p = scale_intrinsics(p, (1224, 384), (640, 256))
+    np.testing.assert_allclose(scaled_p[0, 3], -80 * sx)
+    np.testing.assert_allclose(scaled_p[:, :3], scaled)
+    np.testing.assert_allclose(scaled_p[2], [0, 0, 1, 0])
 
 
-def test_intrinsics_validation_and_range_mask():
-    assert "all zero" in intrinsics_error(np.zeros(9))
-    assert intrinsics_error(K) is None
-    assert "must be > 0" in intrinsics_error(np.diag([0.0, 1.0, 1.0]))
+def test_scaled_intrinsics_match_the_pixels_cv2_resize_makes():
+    # A blob at a known place; after cv2.resize (what preprocessing does) its centre is where the
+    # scaled intrinsics put the same ray, to a few hundredths of a pixel.
+    k = np.array([[800.0, 0, 612.0], [0, 790.0, 192.0], [0, 0, 1]])
+    ray = np.array([0.3, -0.1, 1.0])
+    u0, v0 = (k @ ray)[:2]
+    v, u = np.mgrid[0:384, 0:1224]
+    image = np.exp(-((u - u0) ** 2 + (v - v0) ** 2) / (2 * 6.0**2)).astype(np.float32)
+    small = cv2.resize(image, (640, 256), interpolation=cv2.INTER_LINEAR)
+    vs, us = np.mgrid[0:256, 0:640]
+    centre = [(small * us).sum() / small.sum(), (small * vs).sum() / small.sum()]
+    expected = (scale_intrinsics(k, (1224, 384), (640, 256)) @ ray)[:2]
+    np.testing.assert_allclose(centre, expected, atol=0.03)
+    naive = [u0 * 640 / 1224, v0 * 256 / 384]  # the c * s rule misses by about 0.2 px
+    assert abs(centre[0] - naive[0]) > 0.2 and abs(centre[1] - naive[1]) > 0.15
+
+
+def test_range_mask():
     depth = np.array([0.05, 1.0, 80.0, 81.0, np.inf], np.float32)
     mask_depth_range(depth, 0.1, 80.0)
     assert np.isnan(depth[[0, 3, 4]]).all() and list(depth[1:3]) == [1.0, 80.0]

@@ -206,8 +206,9 @@ def test_outputs_for_both_views(harness_factory):
         np.testing.assert_allclose(points[50, 100, 0], (100 - k[0, 2]) / k[0, 0] * depth[50, 100],
                                    rtol=1e-5)
     rgb_k = np.asarray(h.received["rgb/depth/camera_info"][-1][1].k)
-    np.testing.assert_allclose(rgb_k[[0, 2, 4, 5]], [800 * 640 / 1224, 612 * 640 / 1224,
-                                                     790 * 256 / 384, 192 * 256 / 384])
+    # per axis f * s and (c + 0.5) * s - 0.5: the pixel centres of cv2's resize
+    np.testing.assert_allclose(rgb_k[[0, 2, 4, 5]], [800 * 640 / 1224, 612.5 * 640 / 1224 - 0.5,
+                                                     790 * 256 / 384, 192.5 * 256 / 384 - 0.5])
     np.testing.assert_allclose(np.asarray(h.received["thermal/depth/camera_info"][-1][1].k),
                                K_THERMAL)
 
@@ -345,3 +346,60 @@ def test_pipeline_camera_output_size_and_bgr_without_ros():
     assert np.nanmin(values) >= 1.0 and np.nanmax(values) <= 50.0
     assert (rgb_out.cloud.height, rgb_out.cloud.width) == (192, 612)  # stride 2
     assert out["thermal"].cloud is None
+
+
+# --- camera geometry, 8-bit thermal and compressed transport (issue "Real cameras, real bags") --
+
+def _wait_for_counts(h: Harness, expected: dict[str, str], timeout_s: float = 20.0) -> dict:
+    """Spin until /diagnostics shows the expected counter values; returns the last values."""
+    h.spin_until(lambda: h.diagnostics and all(
+        h.diag_values().get(k) == v for k, v in expected.items()), timeout_s)
+    values = h.diag_values() if h.diagnostics else {}
+    assert {k: values.get(k) for k in expected} == expected, values
+    return values
+
+
+def _publish_until_output(h: Harness, publish, timeout_s: float = 60.0) -> None:
+    def outputs() -> bool:
+        if not (h.received["thermal/depth/image"] and h.received["rgb/depth/image"]):
+            publish(time.time_ns())
+            h.spin_until(lambda: False, 0.5)
+        return bool(h.received["thermal/depth/image"]) and bool(h.received["rgb/depth/image"])
+
+    assert h.spin_until(outputs, timeout_s), h.log_path.read_text()
+
+
+def test_impossible_geometry_is_dropped_and_mono8_thermal_gives_depth(harness_factory):
+    h = harness_factory("geom", input_qos="reliable", diagnostics_period_s=0.2)
+    h.wait_ready()
+    tiny_f = _camera_info([1e-300, 0.0, 320.0, 0.0, 1e-300, 128.0, 0.0, 0.0, 1.0], 640, 256,
+                          "thermal_optical")  # accepted before: every point became inf
+    nan_p = _camera_info(K_RGB, 1224, 384, "rgb_optical")
+    nan_p.p = [float("nan")] + list(nan_p.p)[1:]  # was published unchecked
+    h.pub["thermal/camera_info"].publish(tiny_f)
+    h.pub["rgb/camera_info"].publish(nan_p)
+    _wait_for_counts(h, {"bad:/geom/thermal/camera_info:bad_K": "1",
+                         "bad:/geom/rgb/camera_info:bad_P": "1"})
+    h.publish_pair(time.time_ns())  # no valid camera_info yet: no output
+    h.spin_until(lambda: False, 1.0)
+    assert not h.received["thermal/depth/image"]
+    # An 8-bit AGC thermal camera (mono8): same percentile normalisation, depth comes out.
+    rng = np.random.default_rng(8)
+    agc = _agc_frame(rng)
+    h.thermal = numpy_to_image(agc, "mono8")
+    h.thermal.header.frame_id = "thermal_optical"
+    h.publish_infos()
+    h.spin_until(lambda: False, 0.5)
+    _publish_until_output(h, h.publish_pair)
+    depth = image_to_numpy_nan(h.received["thermal/depth/image"][-1][1])
+    assert depth.shape == (256, 640) and np.isfinite(depth).mean() > 0.99
+    assert 0.1 <= np.nanmin(depth) and np.nanmax(depth) <= 80.0
+    points = cloud_to_numpy(h.received["thermal/depth/points"][-1][1])
+    assert not np.isinf(points).any()
+
+
+def _agc_frame(rng) -> np.ndarray:
+    """[256, 640] uint8: an 8-bit thermal frame with some structure, as an AGC camera sends."""
+    import cv2
+
+    return cv2.GaussianBlur(rng.integers(0, 256, (256, 640), dtype=np.uint8), (7, 7), 2.0)

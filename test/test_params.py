@@ -232,3 +232,100 @@ def test_evaluator_params_file_keyed_by_wildcard_applies_in_a_namespace(tmp_path
         _stop(proc)
     assert got == changes
     assert (tmp_path / "summary.md").read_text().startswith("## depth_fusion_evaluator summary")
+
+
+# --- engine building and ONNX Runtime threads (GPU deployment path) ------------------------------
+ENGINE_AND_ORT_DEFAULTS = {"precision": "fp16", "engine_cache_dir": "", "engine_workspace_gb": 4.0,
+                           "engine_calib_data": "", "ort_num_threads": 0,
+                           "ort_allow_spinning": False}
+
+
+def test_engine_and_ort_parameters_defaults_ranges_and_yaml():
+    defaults = params.parameter_defaults()
+    assert {name: defaults[name] for name in ENGINE_AND_ORT_DEFAULTS} == ENGINE_AND_ORT_DEFAULTS
+    shipped = yaml.safe_load((REPO / "config" / "depth_fusion.yaml").read_text())
+    values = shipped["/**"]["ros__parameters"]
+    assert {name: values[name] for name in ENGINE_AND_ORT_DEFAULTS} == ENGINE_AND_ORT_DEFAULTS
+    p = params.params_from_mapping({"model_path": "m.onnx", "ort_num_threads": 256,
+                                    "engine_workspace_gb": 1, "precision": "fp32"})
+    assert (p.ort_num_threads, p.engine_workspace_gb, p.precision) == (256, 1.0, "fp32")
+
+
+@pytest.mark.parametrize(("values", "expected"), [
+    ({"precision": "fp8"}, "parameter 'precision' = 'fp8' is not one of ['fp32', 'fp16', 'int8']"),
+    ({"ort_num_threads": -1}, "parameter 'ort_num_threads' = -1 is out of range: set it to 0 (the "
+                              "backend's default) or a value in [1, 256] threads"),
+    ({"engine_workspace_gb": 0.0}, "parameter 'engine_workspace_gb' = 0.0 is out of range: set it "
+                                   "to a value in [0.125, 1024] GB"),
+    ({"ort_allow_spinning": "yes"}, "parameter 'ort_allow_spinning' must be bool, got 'yes'"),
+    ({"backend": "tensorrt", "precision": "int8"},
+     "parameter 'engine_calib_data' is empty but precision is int8: int8 engines calibrate on "
+     "real frames, so set it to an MS2 root (or use precision fp16)"),
+], ids=["precision", "ort_num_threads", "engine_workspace_gb", "ort_allow_spinning", "int8"])
+def test_engine_and_ort_parameters_are_checked(values, expected):
+    with pytest.raises(params.ParameterError) as err:
+        params.params_from_mapping({"model_path": "m.onnx", **values})
+    assert str(err.value) == expected
+    # int8 needs frames only when the node builds the engine (tensorrt + .onnx)
+    params.params_from_mapping({"model_path": "m.engine", "backend": "tensorrt",
+                                "precision": "int8"})
+    params.params_from_mapping({"model_path": "m.onnx", "backend": "tensorrt",
+                                "precision": "int8", "engine_calib_data": "/data/ms2"})
+
+
+def _diagnostics_over_dds(proc: subprocess.Popen, node_fqn: str, log: Path,
+                          timeout_s: float = 120.0) -> dict[str, str]:
+    """Key/values of the node's first /diagnostics status, received by a real subscription."""
+    from diagnostic_msgs.msg import DiagnosticArray
+
+    context = rclpy.Context()
+    rclpy.init(context=context)
+    try:
+        node = rclpy.create_node("diagnostics_client", context=context)
+        received: list[dict[str, str]] = []
+
+        def on_array(msg: DiagnosticArray) -> None:
+            for status in msg.status:
+                if status.name.startswith(f"{node_fqn}:"):
+                    received.append({kv.key: kv.value for kv in status.values})
+
+        node.create_subscription(DiagnosticArray, "/diagnostics", on_array, 10)
+        executor = SingleThreadedExecutor(context=context)
+        executor.add_node(node)
+        deadline = time.monotonic() + timeout_s
+        while not received:
+            assert proc.poll() is None, f"{node_fqn} exited early:\n{log.read_text()}"
+            assert time.monotonic() < deadline, f"no diagnostics from {node_fqn}:\n{log.read_text()}"
+            executor.spin_once(timeout_sec=0.1)
+        return received[0]
+    finally:
+        rclpy.shutdown(context=context)
+
+
+def test_ort_threads_and_spinning_reach_the_session_and_diagnostics(tiny_onnx_model, tmp_path):
+    log = tmp_path / "node.log"
+    proc = _run(_command("depth_fusion_node") + [
+        "--ros-args", "-p", f"model_path:={tiny_onnx_model}", "-p", "device:=cpu",
+        "-p", "warmup_iterations:=0", "-p", "ort_num_threads:=1",
+        "-p", "ort_allow_spinning:=true", "-p", "precision:=fp32", "-r", "__ns:=/ort"], log)
+    try:
+        values = _diagnostics_over_dds(proc, "/ort/depth_fusion", log)
+    finally:
+        _stop(proc)
+    # What the ONNX Runtime session really has, read back from it (not the parameters echoed).
+    assert {k: values.get(k) for k in ("backend", "device", "precision", "ort_threads",
+                                       "ort_allow_spinning")} == {
+        "backend": "onnxruntime", "device": "cpu", "precision": "fp32", "ort_threads": "1",
+        "ort_allow_spinning": "true"}
+    assert "engine_cache" not in values  # no engine was built or loaded from the cache
+
+
+def test_tensorrt_backend_with_onnx_on_cpu_exits_2_naming_device(tiny_onnx_model, tmp_path):
+    result = subprocess.run(_command("depth_fusion_node") + [
+        "--ros-args", "-p", f"model_path:={tiny_onnx_model}", "-p", "backend:=tensorrt",
+        "-p", "device:=cpu", "-p", f"engine_cache_dir:={tmp_path}/engines"],
+        capture_output=True, text=True, timeout=120)
+    output = result.stdout + result.stderr
+    assert result.returncode == 2, output
+    assert "cannot start: parameter device='cpu': the tensorrt backend needs 'cuda[:N]'" in output
+    assert not (tmp_path / "engines").exists()  # refused before touching the cache

@@ -92,3 +92,81 @@ def test_numpy_to_image_accepts_big_endian_of_the_right_type():
     values = np.array([[70, 65535]], dtype=">u2")
     out = image_to_numpy(numpy_to_image(values, "16UC1"))
     assert out.dtype == np.uint16 and out.tolist() == [[70, 65535]]
+
+
+# --- sensor_msgs/CompressedImage, as compressed_image_transport writes it ---------------------
+
+def _compressed(fmt: str, data: bytes):
+    from sensor_msgs.msg import CompressedImage
+
+    return CompressedImage(format=fmt, data=data)
+
+
+def _png(array: np.ndarray) -> bytes:
+    import cv2
+
+    ok, buf = cv2.imencode(".png", array)
+    assert ok
+    return buf.tobytes()
+
+
+def test_compressed_mono16_png_and_compressed_depth_round_trip():
+    from depth_fusion_ros.compressed import compressed_to_numpy
+
+    counts = RNG.integers(3000, 6000, (6, 7), dtype=np.uint16)
+    pixels, encoding = compressed_to_numpy(_compressed("mono16; png compressed ", _png(counts)))
+    assert encoding == "mono16" and pixels.dtype == np.uint16 and np.array_equal(pixels, counts)
+    # compressed_depth_image_transport: 12-byte ConfigHeader (format, 2 floats), then the PNG
+    header = np.array([0], "<i4").tobytes() + np.array([0.0, 0.0], "<f4").tobytes()
+    msg = _compressed("16UC1; compressedDepth png", header + _png(counts))
+    pixels, encoding = compressed_to_numpy(msg, allowed=("mono16", "16UC1"))
+    assert encoding == "16UC1" and np.array_equal(pixels, counts)
+
+
+def test_compressed_colour_order_follows_the_format_string():
+    import cv2
+
+    from depth_fusion_ros.compressed import compressed_to_numpy
+
+    rgb = np.zeros((16, 16, 3), np.uint8)
+    rgb[..., 0], rgb[..., 1], rgb[..., 2] = 200, 100, 30  # R, G, B
+    bgr_png = _png(rgb[..., ::-1])  # the publisher converts to bgr8 before imencode
+    pixels, encoding = compressed_to_numpy(_compressed("rgb8; png compressed bgr8", bgr_png))
+    assert encoding == "rgb8" and pixels[0, 0].tolist() == [200, 100, 30]
+    pixels, encoding = compressed_to_numpy(_compressed("bgr8; png compressed bgr8", bgr_png))
+    assert encoding == "bgr8" and pixels[0, 0].tolist() == [30, 100, 200]
+    ok, jpeg = cv2.imencode(".jpg", np.ascontiguousarray(rgb[..., ::-1]))
+    pixels, encoding = compressed_to_numpy(_compressed("rgb8; jpeg compressed bgr8", jpeg.tobytes()))
+    assert encoding == "rgb8" and np.abs(pixels[8, 8].astype(int) - [200, 100, 30]).max() <= 3
+    pixels, encoding = compressed_to_numpy(_compressed("jpeg", jpeg.tobytes()))  # old publishers
+    assert encoding == "bgr8" and np.abs(pixels[8, 8].astype(int) - [30, 100, 200]).max() <= 3
+    grey = RNG.integers(0, 255, (5, 5), dtype=np.uint8)  # 8-bit (AGC) thermal as mono8 PNG
+    pixels, encoding = compressed_to_numpy(_compressed("mono8; png compressed ", _png(grey)))
+    assert encoding == "mono8" and np.array_equal(pixels, grey)
+
+
+THERMAL = ("mono16", "16UC1", "mono8", "8UC1")
+
+
+@pytest.mark.parametrize("fmt,data,reason", [
+    ("mono16; png compressed ", b"\x89PNG not really", "undecodable"),
+    ("mono16; png compressed ", b"", "zero_size"),
+    ("mono16; png compressed ", "eight", "wrong_bit_depth"),  # 8-bit PNG declared 16-bit
+    ("mono16; png compressed ", "colour", "wrong_channels"),
+    ("mono8; png compressed ", "sixteen", "wrong_bit_depth"),
+    ("rgb8; png compressed bgr8", "sixteen", "unsupported_encoding"),  # not a thermal encoding
+    ("16UC1; compressedDepth rvl", "sixteen", "unsupported_format"),
+    ("mono16; qoi compressed", "sixteen", "unsupported_format"),
+    ("32FC1; compressedDepth png", "sixteen", "unsupported_encoding"),
+    ("16UC1; compressedDepth png", b"\x00" * 12, "undecodable"),
+])
+def test_bad_compressed_images_carry_a_reason(fmt, data, reason):
+    from depth_fusion_ros.compressed import compressed_to_numpy
+
+    arrays = {"eight": np.zeros((4, 4), np.uint8), "sixteen": np.zeros((4, 4), np.uint16),
+              "colour": np.zeros((4, 4, 3), np.uint8)}
+    if isinstance(data, str):
+        data = _png(arrays[data])
+    with pytest.raises(ImageDecodeError) as err:
+        compressed_to_numpy(_compressed(fmt, data), allowed=THERMAL)
+    assert err.value.reason == reason, str(err.value)
