@@ -31,6 +31,7 @@ setup(
             "depth_fusion_evaluator = depth_fusion_ros.evaluator:main",
             "depth_fusion_bag_player = depth_fusion_ros.bag.player:main",
             "ms2_to_bag = depth_fusion_ros.bag.ms2_to_bag:main",
+            "bag_to_ms2 = depth_fusion_ros.bag.bag_to_ms2:main",
         ],
     },
 )

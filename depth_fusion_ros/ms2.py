@@ -1,5 +1,6 @@
 """Reader for the MS2 (Multi-Spectral Stereo) dataset layout, shared by the training loader and
-`ms2_to_bag` (numpy/OpenCV only).
+`ms2_to_bag` (numpy/OpenCV only). Its one writer is `ms2_writer.py` beside it (`bag_to_ms2` and the
+synthetic generator write through it), so both sides share these paths and units.
 
 Layout and conventions follow Shin, Park, Kweon, "Deep Depth Estimation from Thermal Image",
 CVPR 2023, and the dataset's public loader code:

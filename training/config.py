@@ -78,9 +78,11 @@ class ScheduleConfig:
 
 @dataclass
 class InitConfig:
-    """Weight initialisation: Swin ImageNet weights for the encoder(s) (the paper starts there)."""
+    """Weight initialisation: Swin ImageNet weights for the encoder(s) (the paper starts there),
+    or all weights from an earlier training run's checkpoint (fine-tuning; not `--resume`)."""
 
     pretrained_encoder: str | None = None  # official / timm Swin checkpoint; None = random init
+    checkpoint: str | None = None  # last.pt / best.pt: weights only, fresh optimiser, step 0
 
 
 @dataclass

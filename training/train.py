@@ -24,7 +24,13 @@ import yaml
 from tqdm import tqdm
 
 from depth_fusion_ros.viz import save_png
-from training.checkpoint import load_checkpoint, restore_rng_state, save_checkpoint, unwrap_model
+from training.checkpoint import (
+    CheckpointError,
+    load_checkpoint,
+    restore_rng_state,
+    save_checkpoint,
+    unwrap_model,
+)
 from training.config import TrainConfig, load_config, to_dict
 from training.evaluate import run_evaluation
 from training.losses import multi_view_silog
@@ -66,11 +72,40 @@ def _changed_keys(old: dict, new: dict, prefix: str = "") -> list[str]:
     return keys
 
 
+def load_init_checkpoint(model: torch.nn.Module, path: str | Path, cfg: TrainConfig) -> dict:
+    """Fine-tuning start: copy an earlier run's weights into `model` (nothing else of it).
+
+    Strict: every tensor must exist on both sides with the same shape, else a CheckpointError
+    names the file, the model-config keys that differ and the first mismatching tensors. Keys
+    that do not change tensor shapes (input height/width, max_depth_m) may differ; they are
+    logged. Returns the checkpoint payload.
+    """
+    payload = load_checkpoint(path)
+    state, own = payload["model"], model.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    reshaped = [f"{k} {tuple(state[k].shape)} vs {tuple(v.shape)}" for k, v in own.items()
+                if k in state and tuple(state[k].shape) != tuple(v.shape)]
+    differ = _changed_keys(payload["config"].get("model", {}), to_dict(cfg)["model"])
+    if missing or unexpected or reshaped:
+        raise CheckpointError(
+            f"init.checkpoint {path} does not fit this model: {len(missing)} tensors missing "
+            f"(e.g. {missing[:3]}), {len(unexpected)} unexpected (e.g. {unexpected[:3]}), "
+            f"{len(reshaped)} of another shape (e.g. {reshaped[:3]}); model config keys that "
+            f"differ from the checkpoint's: {[f'model.{k}' for k in differ]}. Use the "
+            "checkpoint's model block (its run's config.yaml) or drop init.checkpoint")
+    model.load_state_dict(state, strict=True)
+    if differ:
+        LOG.warning("init.checkpoint %s was trained with other model.%s (tensor shapes agree, "
+                    "weights loaded)", path, differ)
+    return payload
+
+
 class Trainer:
     """Owns the model, optimiser, schedule, data and run folder of one training run."""
 
     def __init__(self, cfg: TrainConfig, run_dir: Path, *, rank: int, world: int,
-                 device: torch.device) -> None:
+                 device: torch.device, load_init: bool = True) -> None:
         from training.model import build_model
 
         self.cfg, self.run_dir, self.rank, self.world, self.device = cfg, run_dir, rank, world, device
@@ -82,11 +117,18 @@ class Trainer:
         self.channels_last = on_cuda and cfg.optim.channels_last
         torch.manual_seed(cfg.schedule.seed)  # identical initial weights on every rank
         model = build_model(cfg.model)
+        if cfg.init.checkpoint and cfg.init.pretrained_encoder:
+            raise CheckpointError("set init.checkpoint or init.pretrained_encoder, not both: "
+                                  "the checkpoint's weights replace the ImageNet encoder")
         if cfg.init.pretrained_encoder:
             from training.model import load_pretrained_encoder
 
             load_pretrained_encoder(model, cfg.init.pretrained_encoder)
             LOG.info("encoder initialised from %s", cfg.init.pretrained_encoder)
+        if cfg.init.checkpoint and load_init:  # --resume restores its own weights instead
+            start = load_init_checkpoint(model, cfg.init.checkpoint, cfg)
+            LOG.info("weights initialised from %s (its step %d); optimiser, LR schedule and "
+                     "step start fresh", cfg.init.checkpoint, int(start["step"]))
         model = model.to(device)
         if self.channels_last:
             model = model.to(memory_format=torch.channels_last)
@@ -317,7 +359,12 @@ def main(argv: list[str] | None = None) -> int:
         _write_run_files(cfg, run_dir, argv)
     setup_logging(run_dir / "train.log" if rank == 0 else None)
     LOG.info("run folder %s on %s (world size %d)", run_dir, device, world)
-    trainer = Trainer(cfg, run_dir, rank=rank, world=world, device=device)
+    try:
+        trainer = Trainer(cfg, run_dir, rank=rank, world=world, device=device,
+                          load_init=not args.resume)
+    except CheckpointError as exc:
+        LOG.error("%s", exc)
+        return 2
     if args.resume:
         trainer.resume(run_dir / "last.pt")
     trainer.build_data()
