@@ -25,19 +25,26 @@ VIEWS = ("thermal", "rgb")
 EXTENSION_FORMATS = {".onnx": "onnx", ".engine": "engine", ".plan": "engine", ".pt2": "pt2"}
 
 
+OUTPUT_KINDS = ("depth", "confidence")
+
+
 class ModelMetadataError(RuntimeError):
     """A model file or its sidecar cannot be used; the message names the file and the fix."""
 
 
 @dataclass(frozen=True)
 class TensorSpec:
-    """One model input or output: name, static shape, dtype, the view it belongs to and its unit."""
+    """One model input or output: name, static shape, dtype, the view it belongs to, its unit
+    and, for outputs, what it holds: "depth" (metres) or "confidence" (exp(-sigma) in (0, 1],
+    sigma = the predicted expected |log(depth / true depth)|; models with an uncertainty head).
+    Sidecars written before confidence outputs existed have no `kind`: their outputs are depth."""
 
     name: str
     shape: list[int]
     dtype: str
     view: str
-    unit: str | None = None  # "m" for depth outputs, None for normalised image inputs
+    unit: str | None = None  # "m" for depth outputs, "1" for confidence, None for image inputs
+    kind: str = "depth"
 
 
 @dataclass
@@ -72,8 +79,13 @@ class ModelMetadata:
 
     @property
     def views(self) -> list[str]:
-        """Views the model outputs, in output order ("thermal", "rgb")."""
-        return [spec.view for spec in self.outputs]
+        """Views the model outputs depth for, in output order ("thermal", "rgb")."""
+        return [spec.view for spec in self.outputs if spec.kind == "depth"]
+
+    @property
+    def confidence_views(self) -> list[str]:
+        """Views with a confidence output (empty for models without the uncertainty head)."""
+        return [spec.view for spec in self.outputs if spec.kind == "confidence"]
 
     def input_for(self, view: str) -> TensorSpec:
         """The input spec of a view; raises KeyError naming the view if absent."""
@@ -164,6 +176,13 @@ def _validate_content(md: ModelMetadata, model_path: Path, car: Path) -> None:
     for spec in md.inputs + md.outputs:
         if spec.view not in VIEWS:
             raise ValueError(f"tensor {spec.name!r} has unknown view {spec.view!r}")
+    for spec in md.outputs:
+        if spec.kind not in OUTPUT_KINDS:
+            raise ValueError(f"output {spec.name!r} has unknown kind {spec.kind!r} "
+                             f"(expected one of {OUTPUT_KINDS})")
+    orphans = set(md.confidence_views) - set(md.views)
+    if orphans:
+        raise ValueError(f"confidence outputs for {sorted(orphans)} have no depth output")
     if md.format == "engine" and not md.tensorrt:
         raise ValueError("an engine sidecar needs a 'tensorrt' block (version, gpu_name, ...)")
     if md.height <= 0 or md.width <= 0:

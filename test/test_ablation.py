@@ -55,6 +55,11 @@ def test_ablation_table_plot_and_reuse(data_root, tmp_path):
     change = (mean / agg["rgb_only"]["test_night"]["metric"]["rgb"]["abs_rel"][0] - 1) * 100
     assert f"| {change:+.1f} % |" in table
     assert (out / "ablation.png").stat().st_size > 5000
+    # Single-camera mode of the fused arm: each view with the other camera's input blanked.
+    alone = agg["fused"]["test_day"]["metric"]["rgb_alone"]["abs_rel"]
+    full = agg["fused"]["test_day"]["metric"]["rgb"]["abs_rel"]
+    assert alone[2] == 2 and alone[0] != full[0]
+    assert "single-camera mode" in table and "| fused (alone) |" in table
     # A second call trains and evaluates nothing again.
     stamps = {p: p.stat().st_mtime_ns for p in out.glob("*/seed_*/*") if p.suffix in (".pt", ".json")}
     assert ablation.main(args) == 0

@@ -31,6 +31,8 @@ from depth_fusion_ros.metrics import (
     resize_prediction,
 )
 from depth_fusion_ros.ms2 import TEST_SPLITS, read_split
+from depth_fusion_ros.preprocess import missing_input
+from training.sparsification import SparsificationAccumulator, image_curves, plot_curves
 from depth_fusion_ros.viz import (
     colorize_depth,
     colorize_error,
@@ -79,22 +81,36 @@ def subsample(length: int, max_frames: int | None) -> list[int]:
 def run_evaluation(model: torch.nn.Module, dataset, *, device: torch.device, max_depth_m: float,
                    modes: tuple[str, ...] = ("metric",), max_frames: int | None = None,
                    viz_frames: int = 0, progress: bool = True,
-                   indices: list[int] | None = None) -> tuple[dict, list[np.ndarray]]:
+                   indices: list[int] | None = None,
+                   missing: str | None = None) -> tuple[dict, list[np.ndarray]]:
     """Metrics of `model` over an evaluation dataset (items with full-size GT).
 
     indices: dataset items to evaluate (default: `max_frames` evenly spaced, or all).
+    missing: "thermal" or "rgb" to evaluate a fused model as the node runs it when that camera
+        is lost: the input replaced by `preprocess.missing_input`, only the other view scored.
     Returns:
-        ({mode: {view: {metric: mean}}, "frames": n}, [contact sheet per visualised frame]).
+        ({mode: {view: {metric: mean}}, "frames": n}, [contact sheet per visualised frame]);
+        for a model with an uncertainty head also "uncertainty": {view: {"ause_abs_rel",
+        "aurg_abs_rel", "ause_rmse", "aurg_rmse", "curves"}} (training.sparsification, metric
+        depth).
     """
     model.eval()
     views = tuple(getattr(model, "output_views", ("thermal", "rgb")))
+    if missing is not None:
+        if missing not in views or len(views) < 2:
+            raise ValueError(f"missing={missing!r}: needs a fused model (this one outputs {views})")
+        views = tuple(v for v in views if v != missing)
     acc = {mode: {view: MetricAccumulator() for view in views} for mode in modes}
     if indices is None:
         indices = subsample(len(dataset), max_frames)
     viz_at = set(subsample(len(indices), viz_frames)) if viz_frames else set()
     sheets = []
+    sparse = {view: SparsificationAccumulator() for view in views}
     for n, index in enumerate(tqdm(indices, desc="evaluate", disable=not progress, leave=False)):
         sample = dataset[index]
+        if missing is not None:
+            sample = dict(sample, **{missing: torch.from_numpy(
+                missing_input(missing, tuple(sample[missing].shape[1:])))})
         thermal = sample["thermal"][None].to(device)  # [1, 1, h, w]
         rgb = sample["rgb"][None].to(device)  # [1, 3, h, w]
         outputs = model(thermal, rgb, views=views)
@@ -103,12 +119,30 @@ def run_evaluation(model: torch.nn.Module, dataset, *, device: torch.device, max
             gt = sample[f"gt_{view}"][0].numpy()  # [Hg, Wg]
             for mode in modes:
                 acc[mode][view].add(compute_depth_metrics(pred, gt, median_scaling=MODES[mode]))
+            sigma = outputs.get(f"uncertainty_{view}")
+            if sigma is not None:
+                sparse[view].add(image_curves(pred, sigma[0, 0].float().cpu().numpy(), gt))
         if n in viz_at:
             sheets.append(frame_sheet(sample, preds, max_depth_m))
     results = {mode: {view: a.mean() for view, a in per_view.items()}
                for mode, per_view in acc.items()}
     results["frames"] = len(indices)
+    if any(a.count for a in sparse.values()):
+        results["uncertainty"] = {view: {**a.summary(), "curves": a.curves()}
+                                  for view, a in sparse.items()}
     return results, sheets
+
+
+def _uncertainty_table(splits: dict) -> str:
+    """Markdown rows of AUSE/AURG per split and view ("" for models without uncertainty)."""
+    rows = [f"| {name} / {view} | {u['ause_abs_rel']:.4f} | {u['aurg_abs_rel']:.4f} | "
+            f"{u['ause_rmse']:.3f} | {u['aurg_rmse']:.3f} |"
+            for name, result in splits.items() for view, u in result.get("uncertainty", {}).items()]
+    if not rows:
+        return ""
+    return ("\n\nuncertainty (sparsification vs oracle; lower AUSE and higher AURG are better)\n\n"
+            "| split / view | AUSE abs_rel | AURG abs_rel | AUSE rmse (m) | AURG rmse (m) |\n"
+            "|---|---|---|---|---|\n" + "\n".join(rows))
 
 
 def load_model(checkpoint: str | Path, device: torch.device) -> tuple[torch.nn.Module, dict]:
@@ -124,11 +158,12 @@ def evaluate_checkpoint(checkpoint: str | Path, data_root: str | Path, split: st
                         median_scaling: bool = False, both: bool = False,
                         max_frames: int | None = None, out_dir: str | Path | None = None,
                         device: str | None = None, viz_frames: int = 3, step: int = 1,
-                        progress: bool = True, protocol: str | None = None) -> dict:
+                        progress: bool = True, protocol: str | None = None,
+                        missing: str | None = None) -> dict:
     """Evaluate a checkpoint on one split (or "all" = the three test splits).
 
     protocol "ms2": the MS2 reference protocol (module docstring); it replaces the scaling
-    choice, `step` and `max_frames`.
+    choice, `step` and `max_frames`. missing: see `run_evaluation` (single-camera mode).
     Returns:
         {"checkpoint", "step", "splits": {split: {"metric"|"median": {view: metrics}, "frames"}},
          "table": Markdown}. With out_dir, also writes metrics.json and qualitative PNGs there.
@@ -145,7 +180,7 @@ def evaluate_checkpoint(checkpoint: str | Path, data_root: str | Path, split: st
         modes, step, max_frames = ("median",), 1, None
     splits = TEST_SPLITS if split == "all" else (split,)
     report = {"checkpoint": str(checkpoint), "step": int(payload["step"]), "protocol": protocol,
-              "splits": {}}
+              "missing": missing, "splits": {}}
     rows = {}
     for name in splits:
         if split == "all" and not read_split(data_root, name):
@@ -157,7 +192,7 @@ def evaluate_checkpoint(checkpoint: str | Path, data_root: str | Path, split: st
                                          max_frames=max_frames, viz_frames=viz_frames,
                                          progress=progress,
                                          indices=ms2_protocol_indices(len(dataset))
-                                         if protocol == "ms2" else None)
+                                         if protocol == "ms2" else None, missing=missing)
         report["splits"][name] = results
         for mode in modes:
             for view, values in results[mode].items():
@@ -165,7 +200,14 @@ def evaluate_checkpoint(checkpoint: str | Path, data_root: str | Path, split: st
         if out_dir is not None:
             for i, sheet in enumerate(sheets):
                 save_png(Path(out_dir) / f"{name}_{i:02d}.png", sheet)
-    report["table"] = format_metrics_table(rows)
+            if "uncertainty" in results:
+                Path(out_dir).mkdir(parents=True, exist_ok=True)
+                plot_curves({v: u["curves"] for v, u in results["uncertainty"].items()},
+                            Path(out_dir) / f"{name}_sparsification.png",
+                            f"{name}: sparsification (AUSE abs_rel "
+                            + ", ".join(f"{v} {u['ause_abs_rel']:.4f}"
+                                        for v, u in results["uncertainty"].items()) + ")")
+    report["table"] = format_metrics_table(rows) + _uncertainty_table(report["splits"])
     if out_dir is not None:
         Path(out_dir).mkdir(parents=True, exist_ok=True)
         (Path(out_dir) / "metrics.json").write_text(json.dumps(report, indent=2))
@@ -183,6 +225,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--protocol", choices=("ms2",), default=None,
                         help="ms2: the MS2 reference test protocol (median-scaled, every 10th "
                              "frame as its loader slices them, 1e-3..80 m)")
+    parser.add_argument("--missing", choices=("thermal", "rgb"), default=None,
+                        help="evaluate a fused model with this camera lost (its input replaced as "
+                             "the node's single-camera mode does); only the other view is scored")
     parser.add_argument("--out", default=None, help="folder for metrics.json and PNGs")
     parser.add_argument("--max-frames", type=int, default=None, help="evenly subsample frames")
     parser.add_argument("--step", type=int, default=1, help="use every N-th frame")
@@ -191,7 +236,7 @@ def main(argv: list[str] | None = None) -> int:
     report = evaluate_checkpoint(args.checkpoint, args.data_root, args.split,
                                  median_scaling=args.median_scaling, both=args.both,
                                  max_frames=args.max_frames, out_dir=args.out, device=args.device,
-                                 step=args.step, protocol=args.protocol)
+                                 step=args.step, protocol=args.protocol, missing=args.missing)
     frames = {name: r["frames"] for name, r in report["splits"].items()}
     print(f"checkpoint {args.checkpoint} (step {report['step']}), frames {frames}")
     print(report["table"])

@@ -52,18 +52,28 @@ class ExportError(RuntimeError):
 
 
 class _DepthExportWrapper(torch.nn.Module):
-    """Positional inputs (sidecar order) -> tuple of [1,1,H,W] depths (sidecar output order)."""
+    """Positional inputs (sidecar order) -> tuple of [1,1,H,W] depths (sidecar output order),
+    then, for a model with an uncertainty head, one confidence map per view:
+    confidence = exp(-sigma) in (0, 1], sigma = the predicted expected |log(depth/true depth)|."""
 
     def __init__(self, model: torch.nn.Module, inputs: tuple[str, ...], views: tuple[str, ...]):
         super().__init__()
         self.model = model
         self.inputs = inputs
         self.views = views
+        self.confidence = bool(getattr(model.cfg, "uncertainty_head", False))
+
+    def output_names(self) -> list[str]:
+        names = [f"depth_{v}" for v in self.views]
+        return names + ([f"confidence_{v}" for v in self.views] if self.confidence else [])
 
     def forward(self, *tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
         named = dict(zip(self.inputs, tensors, strict=True))
         out = self.model(named.get("thermal"), named.get("rgb"), views=list(self.views))
-        return tuple(out[f"depth_{view}"] for view in self.views)
+        depths = tuple(out[f"depth_{view}"] for view in self.views)
+        if not self.confidence:
+            return depths
+        return depths + tuple(torch.exp(-out[f"uncertainty_{view}"]) for view in self.views)
 
 
 def git_commit() -> str:
@@ -204,7 +214,9 @@ def build_metadata(fmt: str, out: Path, model_sha: str, ckpt_sha: str, ckpt: dic
         schema_version=SCHEMA_VERSION, format=fmt, model_file=out.name, model_sha256=model_sha,
         model_id=f"{_config_name(ckpt['config'], cfg)}-{model_sha[:12]}",
         inputs=[TensorSpec(v, [1, channels[v], h, w], "float32", v) for v in inputs],
-        outputs=[TensorSpec(f"depth_{v}", [1, 1, h, w], "float32", v, "m") for v in views],
+        outputs=[TensorSpec(f"depth_{v}", [1, 1, h, w], "float32", v, "m") for v in views]
+        + ([TensorSpec(f"confidence_{v}", [1, 1, h, w], "float32", v, "1", kind="confidence")
+            for v in views] if getattr(cfg, "uncertainty_head", False) else []),
         input_size={"height": h, "width": w}, max_depth_m=float(cfg.max_depth_m),
         normalization=normalisation_params(), training_config=_jsonable(ckpt["config"]),
         source_checkpoint_sha256=ckpt_sha, git_commit=git_commit(),
@@ -282,7 +294,7 @@ def export_checkpoint(ckpt_path, out_path, fmt: str = "onnx", views=None, height
     tensors = tuple(torch.from_numpy(feeds[k]) for k in inputs)
     with torch.inference_mode():
         torch_out = [t.numpy() for t in wrapper(*tensors)]
-    names_out = [f"depth_{v}" for v in views]
+    names_out = wrapper.output_names()
     start = time.perf_counter()
     with atomic_output(out, suffix=out.suffix) as tmp:  # writers pick the format by extension
         extra, max_diff, checked_with = _write_and_check(

@@ -20,10 +20,30 @@ _MIN_VARIANCE = 1e-8
 
 @dataclass
 class LossConfig:
-    """SILog hyper-parameters (NeWCRFs defaults)."""
+    """SILog hyper-parameters (NeWCRFs defaults) and the weight of the uncertainty NLL (used
+    only by models with `model.uncertainty_head`)."""
 
     silog_lambda: float = 0.85
     alpha: float = 10.0
+    uncertainty_weight: float = 1.0
+
+
+def log_laplace_nll(pred_m: torch.Tensor, sigma: torch.Tensor, gt_m: torch.Tensor,
+                    valid: torch.Tensor) -> torch.Tensor:
+    """Negative log-likelihood of a Laplacian over log-depth: |log d - log d*| / sigma + log sigma.
+
+    The depth is detached: the uncertainty head learns how wrong the depth is without pulling
+    the depth towards easy pixels (the NLL's known pitfall; Seitzer et al., ICLR 2022). A
+    Laplacian on log-depth makes sigma the expected relative error |log(d/d*)|, the quantity
+    abs_rel and SILog measure, and its L1 form is robust to the sparse GT's outliers.
+
+    Args:
+        pred_m, sigma, gt_m: [B, 1, H, W]; valid: [B, 1, H, W] bool (at least one True).
+    """
+    residual = (torch.log(pred_m.detach().float()[valid].clamp_min(_MIN_PRED_M))
+                - torch.log(gt_m.float()[valid])).abs()
+    s = sigma.float()[valid]
+    return (residual / s + torch.log(s)).mean()
 
 
 def silog_loss(pred_m: torch.Tensor, gt_m: torch.Tensor, *, max_depth_m: float,
@@ -57,10 +77,13 @@ def multi_view_silog(outputs: dict[str, torch.Tensor], batch: dict, *, max_depth
     """Sum of SILog over the views the model produced, that have GT, and whose input is present.
 
     Args:
-        outputs: {"depth_thermal": [B,1,H,W], "depth_rgb": [B,1,H,W]} (either may be absent).
+        outputs: {"depth_thermal": [B,1,H,W], "depth_rgb": [B,1,H,W]} (either may be absent),
+            and "uncertainty_<view>" [B,1,H,W] sigma for models with an uncertainty head (its
+            Laplacian NLL, times `cfg.uncertainty_weight`, is added to that view's loss).
         batch: {"gt_thermal", "gt_rgb": [B,1,H,W], "has_thermal", "has_rgb": [B] bool}.
     Returns:
-        (total loss scalar, {"loss_thermal": float, "loss_rgb": float} for the views used).
+        (total loss scalar, {"loss_thermal": float, "loss_rgb": float, "nll_<view>": ...} for
+        the views used).
         The total is a zero that still depends on the outputs when no view had valid GT, so a
         backward pass is always possible.
     """
@@ -72,12 +95,21 @@ def multi_view_silog(outputs: dict[str, torch.Tensor], batch: dict, *, max_depth
         if pred is None or gt is None:
             continue
         has_input = batch.get(f"has_{view}")
-        loss = silog_loss(pred, gt.to(pred.device), max_depth_m=max_depth_m,
-                          silog_lambda=cfg.silog_lambda, alpha=cfg.alpha,
-                          sample_mask=None if has_input is None else torch.as_tensor(has_input))
+        mask = None if has_input is None else torch.as_tensor(has_input)
+        gt = gt.to(pred.device)
+        loss = silog_loss(pred, gt, max_depth_m=max_depth_m, silog_lambda=cfg.silog_lambda,
+                          alpha=cfg.alpha, sample_mask=mask)
         if loss is None:
             continue
         parts[f"loss_{view}"] = float(loss.detach())
+        sigma = outputs.get(f"uncertainty_{view}")
+        if sigma is not None and cfg.uncertainty_weight > 0:
+            valid = (gt > 0) & (gt <= max_depth_m)
+            if mask is not None:
+                valid = valid & mask.to(valid.device).view(-1, 1, 1, 1).bool()
+            nll = log_laplace_nll(pred, sigma, gt, valid)
+            parts[f"nll_{view}"] = float(nll.detach())
+            loss = loss + cfg.uncertainty_weight * nll
         total = loss if total is None else total + loss
     if total is None:
         total = sum(out.sum() * 0.0 for out in outputs.values())

@@ -79,13 +79,19 @@ class Backend(abc.ABC):
 
         Only the views the model outputs are returned.
         """
+        return self.infer_outputs(thermal, rgb)["depth"]
+
+    def infer_outputs(self, thermal: np.ndarray,
+                      rgb: np.ndarray) -> dict[str, dict[str, np.ndarray]]:
+        """Like `infer`, every output: {"depth": {view: [H, W] m}, "confidence": {view: [H, W]}}
+        ("confidence" empty for a model without the uncertainty head)."""
         feeds = self.check_inputs(thermal, rgb)
         raw = self._run(feeds)  # {output name: [1, 1, H, W]}
-        depth = {}
+        outputs: dict[str, dict[str, np.ndarray]] = {"depth": {}, "confidence": {}}
         for spec in self.metadata.outputs:
             out = np.asarray(raw[spec.name], dtype=np.float32)
-            depth[spec.view] = out.reshape(out.shape[-2:])  # [H, W]
-        return depth
+            outputs[spec.kind][spec.view] = out.reshape(out.shape[-2:])  # [H, W]
+        return outputs
 
     @abc.abstractmethod
     def _run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

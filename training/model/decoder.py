@@ -3,7 +3,8 @@
 Level i works at 1/2^i of the input: levels 4..2 take skips from the DMCF maps at 1/16, 1/8 and
 1/4, levels 1 and 0 upsample to 1/2 and full resolution without skips (Monodepth2's last two
 stages, whose ResNet skip at 1/2 does not exist for a Swin encoder). One head at full resolution:
-3x3 conv + sigmoid, scaled to metres.
+3x3 conv + sigmoid, scaled to metres. Optionally a second head on the same features predicts
+the per-pixel uncertainty sigma (see `DepthDecoder`).
 """
 from __future__ import annotations
 
@@ -37,10 +38,20 @@ def decoder_channels(skip_channels: Sequence[int]) -> list[int]:
     return [max(16, c4 // 4), max(16, c4 // 2), *skip_channels[:3]]
 
 
-class DepthDecoder(nn.Module):
-    """skips [N, C_s, H/s, W/s] for s = 4, 8, 16, 32 -> depth [N, 1, H, W] in metres."""
+# Floor of the predicted uncertainty: keeps the Laplacian NLL's 1/sigma bounded.
+MIN_SIGMA = 0.01
 
-    def __init__(self, skip_channels: Sequence[int], max_depth_m: float) -> None:
+
+class DepthDecoder(nn.Module):
+    """skips [N, C_s, H/s, W/s] for s = 4, 8, 16, 32 -> depth [N, 1, H, W] in metres.
+
+    uncertainty=True adds `uncertainty_head`: sigma [N, 1, H, W] = softplus(conv) + MIN_SIGMA,
+    the scale of a Laplacian over log-depth, i.e. the expected |log(depth / true depth)| of the
+    pixel (trained by `training.losses.log_laplace_nll`). Read it with `decode`.
+    """
+
+    def __init__(self, skip_channels: Sequence[int], max_depth_m: float,
+                 uncertainty: bool = False) -> None:
         super().__init__()
         if len(skip_channels) != 4:
             raise ValueError(f"DepthDecoder expects 4 skip widths (1/4..1/32), got {skip_channels}")
@@ -55,8 +66,23 @@ class DepthDecoder(nn.Module):
             in1 = self.num_ch_dec[i] + (self.skip_channels[i - 2] if i >= 2 else 0)
             self.convs[f"upconv{i}_1"] = ConvELU(in1, self.num_ch_dec[i])
         self.head = nn.Sequential(nn.ReflectionPad2d(1), nn.Conv2d(self.num_ch_dec[0], 1, 3))
+        self.uncertainty_head = (nn.Sequential(nn.ReflectionPad2d(1),
+                                               nn.Conv2d(self.num_ch_dec[0], 1, 3))
+                                 if uncertainty else None)
+
+    def decode(self, skips: Sequence[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(depth [N,1,H,W] metres, sigma [N,1,H,W] or None without the uncertainty head)."""
+        x = self.features(skips)
+        depth = torch.sigmoid(self.head(x)) * self.max_depth_m
+        if self.uncertainty_head is None:
+            return depth, None
+        return depth, F.softplus(self.uncertainty_head(x)) + MIN_SIGMA
 
     def forward(self, skips: Sequence[torch.Tensor]) -> torch.Tensor:
+        return self.decode(skips)[0]  # [N, 1, H, W]
+
+    def features(self, skips: Sequence[torch.Tensor]) -> torch.Tensor:
+        """Full-resolution decoder features [N, C_dec0, H, W] before the heads."""
         x = skips[-1]  # [N, C_32, H/32, W/32]
         for i in range(4, -1, -1):
             x = self.convs[f"upconv{i}_0"](x)
@@ -64,4 +90,4 @@ class DepthDecoder(nn.Module):
             if i >= 2:
                 x = torch.cat([x, skips[i - 2]], dim=1)
             x = self.convs[f"upconv{i}_1"](x)
-        return torch.sigmoid(self.head(x)) * self.max_depth_m  # [N, 1, H, W]
+        return x

@@ -46,7 +46,8 @@ def check_input_size(height: int, width: int, attn_splits: Sequence[int] | None)
 
 
 class DMCFSide(nn.Module):
-    """thermal [B,1,H,W], rgb [B,3,H,W] (normalised) -> {"depth_<view>": [B,1,H,W] metres}."""
+    """thermal [B,1,H,W], rgb [B,3,H,W] (normalised) -> {"depth_<view>": [B,1,H,W] metres}
+    (plus "uncertainty_<view>": [B,1,H,W] sigma with `uncertainty_head`)."""
 
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
@@ -79,11 +80,12 @@ class DMCFSide(nn.Module):
                  zero_init_attention=cfg.zero_init_attention)
             for c, stride, k in zip(channels, STAGE_STRIDES, splits, strict=True))
         skips = [c // 2 for c in channels]
+        unc = cfg.uncertainty_head
         if cfg.shared_decoder or not self.fuse:
-            self.decoder = DepthDecoder(skips, cfg.max_depth_m)
+            self.decoder = DepthDecoder(skips, cfg.max_depth_m, unc)
         else:
-            self.decoder_thermal = DepthDecoder(skips, cfg.max_depth_m)
-            self.decoder_rgb = DepthDecoder(skips, cfg.max_depth_m)
+            self.decoder_thermal = DepthDecoder(skips, cfg.max_depth_m, unc)
+            self.decoder_rgb = DepthDecoder(skips, cfg.max_depth_m, unc)
 
     def encoders(self) -> dict[str, SwinEncoder]:
         """Encoder used for each input modality (one shared object unless shared_encoder=False)."""
@@ -145,14 +147,21 @@ class DMCFSide(nn.Module):
                                 for x in inputs.values()], dim=0)  # [M*B, 3 or Cin, H, W]
         fused = [blk(f, images) for blk, f in zip(self.dmcf, feats, strict=True)]
         order = list(inputs)
+        out = {}
         if hasattr(self, "decoder") and views == tuple(order):
             # Shared decoder and every view wanted: one pass over the whole [M*B] batch.
-            depth = self.decoder(fused)  # [M*B, 1, H, W]
-            return {f"depth_{v}": d for v, d in zip(order, depth.split(b), strict=True)}
-        out = {}
+            depth, sigma = self.decoder.decode(fused)  # [M*B, 1, H, W]
+            for i, v in enumerate(order):
+                out[f"depth_{v}"] = depth[i * b:(i + 1) * b]
+                if sigma is not None:
+                    out[f"uncertainty_{v}"] = sigma[i * b:(i + 1) * b]
+            return out
         for v in views:
             i = order.index(v)
-            out[f"depth_{v}"] = self._decoder(v)([f[i * b:(i + 1) * b] for f in fused])
+            depth, sigma = self._decoder(v).decode([f[i * b:(i + 1) * b] for f in fused])
+            out[f"depth_{v}"] = depth
+            if sigma is not None:
+                out[f"uncertainty_{v}"] = sigma
         return out
 
 
