@@ -13,7 +13,7 @@ ROS_ENV = AMENT_PREFIX_PATH=$(abspath $(VENV)) ROS_HOME=$$(mktemp -d) \
           ROS_DOMAIN_ID=$$(( $$$$ % 90 + 5 )) ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST \
           RCUTILS_COLORIZED_OUTPUT=0 PYTHONUNBUFFERED=1
 
-.PHONY: setup test demo bench gpu-check lint clean
+.PHONY: setup test demo demo-model bench gpu-check lint clean
 
 setup: $(PKG_STAMP)
 
@@ -34,6 +34,10 @@ test: setup
 
 demo: setup
 	$(ROS_ENV) $(PY) -m training.demo $(DEMO_ARGS)
+
+# Re-make training/models/demo_model.pt, the model `make demo` ships (about an hour on 2 cores).
+demo-model: setup
+	$(PY) -m training.demo_model $(DEMO_MODEL_ARGS)
 
 bench: setup
 	$(ROS_ENV) $(PY) bench/run_all.py $(BENCH_ARGS)

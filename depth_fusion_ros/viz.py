@@ -85,6 +85,24 @@ def colorize_depth(depth_m: np.ndarray, max_depth_m: float = 80.0, *, min_depth_
     return np.concatenate([image, bar], axis=1)
 
 
+CONFIDENCE_COLORMAP = cv2.COLORMAP_VIRIDIS
+
+
+def colorize_confidence(confidence: np.ndarray, *, scale_bar: bool = True) -> np.ndarray:
+    """Confidence in [0, 1] (exp(-sigma), 1 = sure) on a fixed scale; NaN drawn black.
+
+    Returns:
+        [H, W (+64), 3] uint8 RGB.
+    """
+    conf = np.asarray(confidence, dtype=np.float32)
+    valid = np.isfinite(conf)
+    image = _apply_colormap(conf, valid, CONFIDENCE_COLORMAP)
+    if not scale_bar:
+        return image
+    return np.concatenate([image, _scale_bar(conf.shape[0], 0.0, 1.0, CONFIDENCE_COLORMAP, "")],
+                          axis=1)
+
+
 def colorize_error(pred_m: np.ndarray, gt_m: np.ndarray, *, max_abs_rel: float = 0.5,
                    scale_bar: bool = True, dilate_px: int = 0) -> np.ndarray:
     """Per-pixel absolute relative error |pred - gt| / gt where gt is valid, black elsewhere.

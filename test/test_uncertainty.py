@@ -144,3 +144,24 @@ def test_training_and_evaluation_with_uncertainty(tmp_path):
         assert len(unc[view]["curves"]["abs_rel"]) == len(FRACTIONS)
     assert (tmp_path / "eval" / "val_sparsification.png").stat().st_size > 5000
     assert "AUSE abs_rel" in report["table"]
+
+
+def test_uncertainty_head_does_not_change_the_depth_gradients():
+    """The head reads detached features: the depth's parameters get the same gradients with or
+    without the NLL term."""
+    model = _model().train()
+    thermal, rgb = torch.randn(2, 1, 64, 128), torch.randn(2, 3, 64, 128)
+    batch = {"gt_thermal": torch.rand(2, 1, 64, 128) * 50 + 1, "gt_rgb": torch.rand(2, 1, 64, 128) * 50 + 1}
+    grads = []
+    for weight in (0.0, 1.0):
+        model.zero_grad()
+        torch.manual_seed(1)
+        out = model(thermal, rgb)
+        loss, _ = multi_view_silog(out, batch, max_depth_m=80.0,
+                                   cfg=LossConfig(uncertainty_weight=weight))
+        loss.backward()
+        grads.append({n: p.grad.clone() for n, p in model.named_parameters()
+                      if p.grad is not None and "uncertainty_head" not in n})
+    assert grads[0].keys() == grads[1].keys()
+    for name in grads[0]:
+        torch.testing.assert_close(grads[0][name], grads[1][name], msg=name)

@@ -2,14 +2,16 @@
 
 Stages (each prints progress; a failure stops with the stage's name and why):
   1. synthetic MS2-format data set (train, val, day-test and night-test sequences)
-  2. train `tiny_synthetic` (reused when demo_out/ holds a finished run with the same config)
+  2. the model: training/models/demo_model.pt, made by `make demo-model` (an hour of CPU
+     training, too long for the demo); `--train` trains `tiny_synthetic` here instead (reused
+     when demo_out/ holds a finished run with the same config), as does `--quick`
   3. offline evaluation on test_day and test_night (metric and median-scaled)
   4. ONNX export with its sidecar (reused when it matches the checkpoint)
   5. a night test sequence converted to a rosbag2 with `ms2_to_bag`
   6. bag player -> depth_fusion_node (ONNX Runtime) -> depth_fusion_evaluator over real DDS
   7. contact sheets, PLY clouds, metrics.json, summary.md in demo_out/
 
-    python -m training.demo [--out demo_out] [--frames 40] [--quick]
+    python -m training.demo [--out demo_out] [--frames 40] [--quick] [--train]
 """
 from __future__ import annotations
 
@@ -26,6 +28,7 @@ import yaml
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 CONFIG = REPO_ROOT / "training" / "configs" / "tiny_synthetic.yaml"
+DEMO_MODEL = REPO_ROOT / "training" / "models" / "demo_model.pt"
 
 
 class DemoError(RuntimeError):
@@ -92,6 +95,18 @@ def train(run_dir: Path, data_root: Path, max_steps: int | None) -> Path:
     return best if best.exists() else last
 
 
+def demo_model(args: argparse.Namespace, out: Path, data_root: Path) -> Path:
+    """The checkpoint the demo runs: the shipped one, or one trained here (--train, --quick)."""
+    if args.train or args.quick:
+        return train(out / "run", data_root, args.max_steps)
+    if not DEMO_MODEL.is_file():
+        raise DemoError(f"{DEMO_MODEL} is missing: run `make demo-model` (about an hour) or "
+                        "`make demo DEMO_ARGS=--train` to train a smaller model here")
+    print(f"using {DEMO_MODEL.relative_to(REPO_ROOT)} (made by `make demo-model`; see "
+          f"{DEMO_MODEL.with_suffix('.md').relative_to(REPO_ROOT)})")
+    return DEMO_MODEL
+
+
 def evaluate(ckpt: Path, data_root: Path, out_dir: Path) -> dict:
     from training.evaluate import evaluate_checkpoint
 
@@ -122,6 +137,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-steps", type=int, default=None, help="training steps (default: config)")
     parser.add_argument("--quick", action="store_true",
                         help="a reduced demo (few frames, few steps) for CI smoke tests")
+    parser.add_argument("--train", action="store_true",
+                        help=f"train tiny_synthetic here instead of using {DEMO_MODEL.name}")
     args = parser.parse_args(argv)
     if args.quick:
         args.frames, args.max_steps = min(args.frames, 10), args.max_steps or 4
@@ -133,8 +150,8 @@ def main(argv: list[str] | None = None) -> int:
         with stage(1, total, "Synthetic MS2-format data", timings):
             data_root = out / "data"
             make_data(data_root, args.frames, args.quick)
-        with stage(2, total, "Train tiny_synthetic", timings):
-            ckpt = train(out / "run", data_root, args.max_steps)
+        with stage(2, total, "Demo model", timings):
+            ckpt = demo_model(args, out, data_root)
         with stage(3, total, "Offline evaluation (test_day, test_night)", timings):
             offline = evaluate(ckpt, data_root, out / "eval")
         with stage(4, total, "Export ONNX + sidecar", timings):

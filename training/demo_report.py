@@ -14,14 +14,23 @@ from depth_fusion_ros.backends import create_backend
 from depth_fusion_ros.clouds import cloud_to_numpy, unpack_rgb
 from depth_fusion_ros.metrics import format_metrics_table
 from depth_fusion_ros.preprocess import percentile_bounds, preprocess_rgb, preprocess_thermal
-from depth_fusion_ros.viz import colorize_depth, colorize_error, contact_sheet, save_png, write_ply
+from depth_fusion_ros.viz import (
+    colorize_confidence,
+    colorize_depth,
+    colorize_error,
+    contact_sheet,
+    save_png,
+    write_ply,
+)
 
 
 def _frame_row(backend, root: Path, seq: str, frame: str, max_depth_m: float) -> list:
     size = (backend.metadata.height, backend.metadata.width)
     thermal_raw = ms2.read_thermal(root, seq, frame)
     rgb_raw = ms2.read_rgb(root, seq, frame)
-    depth = backend.infer(preprocess_thermal(thermal_raw, size)[None], preprocess_rgb(rgb_raw, size)[None])
+    outputs = backend.infer_outputs(preprocess_thermal(thermal_raw, size)[None],
+                                    preprocess_rgb(rgb_raw, size)[None])
+    depth, confidence = outputs["depth"], outputs["confidence"]
     gt_thr = ms2.read_depth(root, seq, "thr", frame)
     gt_rgb = ms2.read_depth(root, seq, "rgb", frame)
     low, high = percentile_bounds(thermal_raw, 1.0, 99.0)  # as the network sees it
@@ -37,6 +46,8 @@ def _frame_row(backend, root: Path, seq: str, frame: str, max_depth_m: float) ->
         row.append(("abs rel error (thermal)", colorize_error(depth["thermal"], gt_thr, dilate_px=1)))
     if "rgb" in depth:
         row.append(("abs rel error (RGB)", colorize_error(depth["rgb"], gt_rgb, dilate_px=1)))
+    for view, conf in confidence.items():
+        row.append((f"confidence ({'RGB' if view == 'rgb' else view})", colorize_confidence(conf)))
     return row
 
 

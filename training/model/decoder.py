@@ -45,9 +45,10 @@ MIN_SIGMA = 0.01
 class DepthDecoder(nn.Module):
     """skips [N, C_s, H/s, W/s] for s = 4, 8, 16, 32 -> depth [N, 1, H, W] in metres.
 
-    uncertainty=True adds `uncertainty_head`: sigma [N, 1, H, W] = softplus(conv) + MIN_SIGMA,
+    uncertainty=True adds `uncertainty_head`: sigma [N, 1, H, W] = softplus(head) + MIN_SIGMA,
     the scale of a Laplacian over log-depth, i.e. the expected |log(depth / true depth)| of the
-    pixel (trained by `training.losses.log_laplace_nll`). Read it with `decode`.
+    pixel (trained by `training.losses.log_laplace_nll`). Read it with `decode`. The head reads
+    the decoder's features detached, so learning the uncertainty never changes the depth.
     """
 
     def __init__(self, skip_channels: Sequence[int], max_depth_m: float,
@@ -66,8 +67,9 @@ class DepthDecoder(nn.Module):
             in1 = self.num_ch_dec[i] + (self.skip_channels[i - 2] if i >= 2 else 0)
             self.convs[f"upconv{i}_1"] = ConvELU(in1, self.num_ch_dec[i])
         self.head = nn.Sequential(nn.ReflectionPad2d(1), nn.Conv2d(self.num_ch_dec[0], 1, 3))
-        self.uncertainty_head = (nn.Sequential(nn.ReflectionPad2d(1),
-                                               nn.Conv2d(self.num_ch_dec[0], 1, 3))
+        c0 = self.num_ch_dec[0]
+        self.uncertainty_head = (nn.Sequential(ConvELU(c0, c0), nn.ReflectionPad2d(1),
+                                               nn.Conv2d(c0, 1, 3))
                                  if uncertainty else None)
 
     def decode(self, skips: Sequence[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -76,7 +78,7 @@ class DepthDecoder(nn.Module):
         depth = torch.sigmoid(self.head(x)) * self.max_depth_m
         if self.uncertainty_head is None:
             return depth, None
-        return depth, F.softplus(self.uncertainty_head(x)) + MIN_SIGMA
+        return depth, F.softplus(self.uncertainty_head(x.detach())) + MIN_SIGMA
 
     def forward(self, skips: Sequence[torch.Tensor]) -> torch.Tensor:
         return self.decode(skips)[0]  # [N, 1, H, W]
