@@ -165,6 +165,33 @@ def test_four_attention_pairs_per_block():
         ModelConfig(attn_pairs_per_block=3)
 
 
+def test_gated_cross_attention_scales_the_message():
+    """The gate multiplies the cross-attention message: closed (large negative bias) the layer
+    is the identity, open it equals the ungated layer."""
+    from training.model.dmcf import AttentionLayer
+
+    torch.manual_seed(0)
+    gated = AttentionLayer(16, with_ffn=True, gated=True)
+    plain = AttentionLayer(16, with_ffn=True)
+    plain.load_state_dict({k: v for k, v in gated.state_dict().items()
+                           if not k.startswith("gate.")})
+    source, target = torch.randn(2, 8 * 16, 16), torch.randn(2, 8 * 16, 16)
+    args = (8, 16, 1, False, None)
+    with torch.no_grad():
+        gated.gate.weight.zero_()
+        gated.gate.bias.fill_(-50.0)
+        torch.testing.assert_close(gated(source, target, *args), source)
+        gated.gate.bias.fill_(50.0)
+        torch.testing.assert_close(gated(source, target, *args), plain(source, target, *args))
+    model = _tiny(gated_cross_attention=True)
+    names = {n for n, _ in model.named_parameters()}
+    assert "dmcf.0.blocks.1.cross_attn_ffn.gate.weight" in names
+    assert not any(".self_attn.gate" in n for n in names)  # only the cross-modal message
+    with torch.no_grad():
+        out = model(*_inputs(1, 128, 256))
+    assert torch.isfinite(out["depth_thermal"]).all()
+
+
 def test_shift_mask_blocks_attention_across_shifted_regions():
     torch.manual_seed(0)
     h = w = 16

@@ -54,6 +54,9 @@ class ModelConfig:
         (W-SA, W-CA, SW-SA, SW-CA), the other reading of the paper's text (8 per DMCF).
     zero_init_attention: start every DMCF attention layer as the identity (zero gain on its
         last LayerNorm), so fusion grows from the single-modality solution.
+    gated_cross_attention: scale each cross-attention message by a gate computed from the token
+        and the message (sigmoid of a linear layer), so a token can take less from an
+        uninformative other modality (GMFlow's message always has LayerNorm size).
     uncertainty_head: also predict, per view and pixel, sigma = the expected |log(depth/true)|
         (a Laplacian scale over log-depth); exported as confidence = exp(-sigma).
     use_checkpointing: recompute Swin blocks in backward (saves memory when training large sizes).
@@ -74,6 +77,7 @@ class ModelConfig:
     ffn_expansion: int = 4
     attn_pairs_per_block: int = 1
     zero_init_attention: bool = False
+    gated_cross_attention: bool = False
     uncertainty_head: bool = False
     use_checkpointing: bool = False
 

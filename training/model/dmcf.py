@@ -42,7 +42,7 @@ class AttentionLayer(nn.Module):
     """
 
     def __init__(self, dim: int, with_ffn: bool, ffn_expansion: int = 4,
-                 zero_init: bool = False) -> None:
+                 zero_init: bool = False, gated: bool = False) -> None:
         super().__init__()
         self.q_proj = nn.Linear(dim, dim, bias=False)
         self.k_proj = nn.Linear(dim, dim, bias=False)
@@ -57,7 +57,10 @@ class AttentionLayer(nn.Module):
             self.norm2 = nn.LayerNorm(dim)
         if zero_init:
             nn.init.zeros_((self.norm2 if with_ffn else self.norm1).weight)
-
+        # The message ends in a LayerNorm, so its size does not depend on how informative the
+        # attended tokens were: a night RGB frame would push as much into the thermal features
+        # as a day frame. A gate computed from (source, message) lets each token take less.
+        self.gate = nn.Linear(2 * dim, dim) if gated else None
     def forward(self, source: torch.Tensor, target: torch.Tensor, h: int, w: int,
                 num_splits: int, with_shift: bool, attn_mask: torch.Tensor | None):
         """source (queries), target (keys/values): [N, h*w, C] -> [N, h*w, C]."""
@@ -66,6 +69,8 @@ class AttentionLayer(nn.Module):
             window_attention(q, k, v, num_splits, with_shift, h, w, attn_mask)))
         if self.mlp is not None:
             message = self.norm2(self.mlp(torch.cat([source, message], dim=-1)))
+        if self.gate is not None:
+            message = torch.sigmoid(self.gate(torch.cat([source, message], dim=-1))) * message
         return source + message
 
 
@@ -84,16 +89,16 @@ class CrossRelationBlock(nn.Module):
     """
 
     def __init__(self, dim: int, ffn_expansion: int, shifted_pair: bool = False,
-                 zero_init: bool = False) -> None:
+                 zero_init: bool = False, gated: bool = False) -> None:
         super().__init__()
         self.self_attn = AttentionLayer(dim, with_ffn=False, zero_init=zero_init)
         self.cross_attn_ffn = AttentionLayer(dim, with_ffn=True, ffn_expansion=ffn_expansion,
-                                             zero_init=zero_init)
+                                             zero_init=zero_init, gated=gated)
         self.shifted_pair = shifted_pair
         if shifted_pair:
             self.self_attn_shifted = AttentionLayer(dim, with_ffn=False, zero_init=zero_init)
             self.cross_attn_ffn_shifted = AttentionLayer(
-                dim, with_ffn=True, ffn_expansion=ffn_expansion, zero_init=zero_init)
+                dim, with_ffn=True, ffn_expansion=ffn_expansion, zero_init=zero_init, gated=gated)
 
     @staticmethod
     def _pair(self_attn: AttentionLayer, cross_attn: AttentionLayer, x: torch.Tensor, h: int,
@@ -129,11 +134,13 @@ class DMCF(nn.Module):
     attn_pairs_per_block: 1 = (SA, CA) per Cross-Relation block, every second block shifted
         (GMFlow); 2 = (W-SA, W-CA, SW-SA, SW-CA) in every block.
     zero_init_attention: every attention layer starts as the identity (see AttentionLayer).
+    gated_cross_attention: the cross-attention message is scaled by a learned per-token gate.
     """
 
     def __init__(self, in_channels: int, image_channels: int, stride: int, num_splits: int,
                  fuse: bool, num_blocks: int = 2, ffn_expansion: int = 4,
-                 attn_pairs_per_block: int = 1, zero_init_attention: bool = False) -> None:
+                 attn_pairs_per_block: int = 1, zero_init_attention: bool = False,
+                 gated_cross_attention: bool = False) -> None:
         super().__init__()
         self.stride = stride
         self.out_channels = in_channels // 2
@@ -145,7 +152,8 @@ class DMCF(nn.Module):
         self.conv = ConvBlock(in_channels + image_channels, self.out_channels)
         self.blocks = nn.ModuleList(
             CrossRelationBlock(self.out_channels, ffn_expansion, self.shifted_pairs,
-                               zero_init_attention) for _ in range(num_blocks)
+                               zero_init_attention, gated_cross_attention)
+            for _ in range(num_blocks)
         ) if fuse else nn.ModuleList()
 
     def forward(self, feats: torch.Tensor, images: torch.Tensor | None) -> torch.Tensor:
