@@ -35,6 +35,10 @@ ARMS: dict[str, tuple[list[str], str]] = {
     "fused_4pairs": (["model.attn_pairs_per_block=2"],
                      "fused, (W-SA, W-CA, SW-SA, SW-CA) in every Cross-Relation block"),
     "fused_sep_decoders": (["model.shared_decoder=false"], "fused, one decoder per view"),
+    "fused_unshared": (["model.shared_encoder=false", "model.shared_decoder=false"],
+                       "fused, one encoder and one decoder per modality: per view the capacity "
+                       "of a single-modality model, plus the DMCF attention between them"),
+    "fused_gated": (["model.gated_cross_attention=true"], "fused, gated cross-attention"),
     "fused_zero_init": (["model.zero_init_attention=true"],
                         "fused, attention layers start as the identity"),
     "fused_dropout": (["data.modality_dropout_p=0.2"],

@@ -1,8 +1,9 @@
 """`make bench`: every CPU benchmark in turn; each result block is appended to bench/RESULTS.md.
 
 Models for the latency and ROS figures are exported here from seeded, untrained checkpoints
-(latency does not depend on the weights), plus the demo's trained `tiny_synthetic` model when
-`make demo` has been run. GPU figures come from bench/gpu.py on a CUDA machine.
+(latency does not depend on the weights); the end-to-end ROS figures use the demo model
+(training/models/demo_model.pt, exported here) when it exists, else an untrained `tiny` at the
+same 128x256. GPU figures come from bench/gpu.py on a CUDA machine.
 
     python bench/run_all.py [--only NAME,...] [--quick]
 """
@@ -69,6 +70,9 @@ def main() -> int:
                 ["bench/onnx_latency.py", "--variants", "tiny" if args.quick else "tiny,swin_t,swin_b",
                  "--latency", "tiny" if args.quick else "tiny,swin_t,swin_b",
                  "--runs", "3" if args.quick else "10"]),
+            "dds": lambda: run_bench(
+                "DDS transport for camera images (received of sent)",
+                ["bench/dds_transport.py", "--count", "60" if args.quick else "150"]),
             "ros": lambda: ros_benches(tmp_dir, args.quick),
             "synthetic": lambda: run_bench("Synthetic MS2 generation speed",
                                            ["bench/synthetic_speed.py", "--no-record"]),
@@ -87,21 +91,34 @@ def main() -> int:
     return 0
 
 
-def ros_benches(tmp_dir: Path, quick: bool) -> None:
-    """End-to-end pairs/s through ROS (node process, 30 Hz input) for a few models."""
-    seconds = "5" if quick else "15"
-    models = []
-    demo_model = REPO_ROOT / "demo_out" / "model" / "tiny_synthetic.onnx"
-    if demo_model.exists():
-        from depth_fusion_ros.metadata import load_metadata
+def demo_model_onnx(tmp_dir: Path) -> tuple[str, Path]:
+    """(label, .onnx) of the demo model: the shipped checkpoint exported, else an untrained tiny
+    at the demo's 128x256 (speed does not depend on the weights)."""
+    ckpt = REPO_ROOT / "training" / "models" / "demo_model.pt"
+    if ckpt.is_file():
+        out = tmp_dir / "demo_model.onnx"
+        subprocess.run([PY, "-m", "training.export", "--checkpoint", str(ckpt), "--out", str(out)],
+                       cwd=REPO_ROOT, check=True, stdout=subprocess.DEVNULL)
+        return "demo model (training/models/demo_model.pt)", out
+    return "tiny 128x256 (untrained, the demo model's size)", export_untrained("tiny", 128, 256,
+                                                                              tmp_dir)
 
-        size = load_metadata(demo_model, verify_hash=False).input_size
-        models.append((f"tiny_synthetic (demo, {size['height']}x{size['width']})", demo_model))
-    models.append(("tiny 256x640 (untrained)", export_untrained("tiny", 256, 640, tmp_dir)))
+
+def ros_benches(tmp_dir: Path, quick: bool) -> None:
+    """End-to-end pairs through ROS (node process with default parameters, 30 Hz input, both
+    processes on config/fastdds.xml): the demo model with a reliable and a best-effort camera,
+    then heavier models."""
+    seconds = "5" if quick else "15"
+    label, demo = demo_model_onnx(tmp_dir)
+    for qos in ("reliable", "best_effort"):
+        run_bench(f"End-to-end pairs through ROS, {label}, {qos} camera, ONNX Runtime CPU",
+                  ["bench/ros_throughput.py", "--model", str(demo), "--rate", "30",
+                   "--seconds", seconds, "--qos", qos, "--repeats", "1" if quick else "2"])
+    models = [("tiny 256x640 (untrained)", export_untrained("tiny", 256, 640, tmp_dir))]
     if not quick:
         models.append(("swin_t 256x640 (untrained)", export_untrained("swin_t", 256, 640, tmp_dir)))
     for label, model in models:
-        run_bench(f"End-to-end pairs/s through ROS, {label}, ONNX Runtime CPU",
+        run_bench(f"End-to-end pairs through ROS, {label}, ONNX Runtime CPU",
                   ["bench/ros_throughput.py", "--model", str(model), "--rate", "30",
                    "--seconds", seconds])
 

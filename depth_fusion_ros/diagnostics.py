@@ -15,6 +15,14 @@ STAGES = ("preprocess", "inference", "postprocess", "publish")
 OK, WARN, ERROR = 0, 1, 2  # diagnostic_msgs/DiagnosticStatus levels
 
 
+def percentile(samples, q: float) -> float:
+    """Nearest-rank q-quantile (q in [0, 1]) of the samples; NaN when there are none."""
+    ordered = sorted(samples)
+    if not ordered:
+        return float("nan")
+    return ordered[min(len(ordered) - 1, max(0, round(q * len(ordered)) - 1))]
+
+
 @dataclass
 class Snapshot:
     level: int
@@ -88,7 +96,8 @@ class NodeStats:
                 median = statistics.median(samples) if samples else float("nan")
                 values[f"{stage}_ms"] = f"{median:.2f}"
             latency = statistics.median(self._latency_ms) if self._latency_ms else float("nan")
-            values["latency_ms"] = f"{latency:.1f}"
+            values["latency_ms"] = f"{latency:.1f}"  # stamp to publish, median of the window
+            values["latency_ms_p99"] = f"{percentile(self._latency_ms, 0.99):.1f}"
             stale = [name for name in self.inputs if self._stale(name, now_s)]
         values["stale_inputs"] = ",".join(stale)
         if len(stale) == len(self.inputs):

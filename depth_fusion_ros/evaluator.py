@@ -90,6 +90,7 @@ class ViewState:
     unmatched_pred: int = 0
     unmatched_gt: int = 0
     bad_messages: int = 0
+    gt_received: int = 0  # GT frames received: the bag's frames when the replay is lossless
 
 
 def stamp_ns_of(msg: Image) -> int:
@@ -162,6 +163,7 @@ class DepthEvaluator(Node):
                                       throttle_duration_sec=5.0)
             return
         stamp_ns = stamp_ns_of(msg)
+        state.gt_received += side == "gt"
         mine, other = (state.preds, state.gts) if side == "pred" else (state.gts, state.preds)
         if stamp_ns in other:
             partner = other.pop(stamp_ns)
@@ -208,7 +210,8 @@ class DepthEvaluator(Node):
         message = (f"{frames} frames, abs_rel {state.metric.mean()['abs_rel']:.4f} metric, "
                    f"{state.median.mean()['abs_rel']:.4f} median-scaled" if frames
                    else "no prediction/GT pair with valid GT yet")
-        values = [_kv("frames", frames), _kv("frames_without_gt", state.metric.skipped),
+        values = [_kv("frames", frames), _kv("gt_frames", state.gt_received),
+                  _kv("frames_without_gt", state.metric.skipped),
                   _kv("unmatched_pred", state.unmatched_pred),
                   _kv("unmatched_gt", state.unmatched_gt), _kv("bad_messages", state.bad_messages)]
         for label, acc in (("metric", state.metric), ("median", state.median)):
@@ -227,9 +230,12 @@ class DepthEvaluator(Node):
         rows, counts = {}, []
         for s in self.views.values():
             # Still-buffered frames never found their partner either.
-            counts.append(f"{s.name}: {s.metric.count} frames evaluated, {s.metric.skipped} "
-                          f"without valid GT, {s.unmatched_pred + len(s.preds)} predictions and "
-                          f"{s.unmatched_gt + len(s.gts)} GT frames unmatched")
+            # A frame is evaluated once its prediction and GT met; a GT frame without a
+            # prediction is one the node dropped (pairs_dropped) or the transport lost.
+            counts.append(f"{s.name}: {s.metric.count} of {s.gt_received} ground-truth frames "
+                          f"evaluated ({s.metric.skipped} without valid GT; unmatched: "
+                          f"{s.unmatched_pred + len(s.preds)} predictions, "
+                          f"{s.unmatched_gt + len(s.gts)} GT frames)")
             if s.metric.count:
                 rows[f"{s.name} / metric"] = s.metric.mean()
                 rows[f"{s.name} / median-scaled"] = s.median.mean()

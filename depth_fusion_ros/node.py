@@ -1,10 +1,17 @@
 """depth_fusion_node: thermal + RGB in, metric depth images, camera_infos and point clouds out.
 
 Thin rclpy glue (topics and policy: DESIGN.md section 2). Subscriptions run on the executor
-thread and only validate, pair (sync.ApproximateTimeSync) and drop the newest pair into a size-1
-slot; one worker thread runs decode -> preprocess -> inference -> messages (pipeline.DepthPipeline)
-and publishes. The subscriptions therefore keep draining while inference runs and a slow model
-never builds a backlog: waiting pairs are replaced by newer ones and counted as dropped.
+thread and only validate, pair (sync.ApproximateTimeSync) and queue the pair (sync.PairQueue);
+one worker thread runs decode -> preprocess -> inference -> messages (pipeline.DepthPipeline)
+and publishes. The subscriptions therefore keep draining while inference runs. While the worker
+keeps up with the cameras a burst of pairs waits and is processed; a model slower than the
+cameras never builds a backlog: only the newest pair waits, replaced ones are counted as dropped.
+
+Input QoS `auto` (the default) subscribes each input with the reliability and durability its
+publishers offer (qos_match.py), re-checked every QOS_RECHECK_S so a camera started later, or a
+best-effort one joining reliable ones, is matched too. The executor is rclpy's EventsExecutor
+(`executor: events`): it dispatches a message with less Python per callback than the
+SingleThreadedExecutor, which leaves more of the GIL to the worker.
 
 Run: depth_fusion_node --ros-args --params-file config/depth_fusion.yaml -p model_path:=m.onnx
 """
@@ -19,6 +26,7 @@ from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from rclpy.qos import (
+    DurabilityPolicy,
     QoSProfile,
     ReliabilityPolicy,
     qos_profile_sensor_data,
@@ -35,12 +43,23 @@ from depth_fusion_ros.pipeline import (
     BadInput,
     DepthPipeline,
     PipelineConfig,
+    SerializedImage,
     camera_info_error,
 )
+from depth_fusion_ros.qos_match import (
+    AUTO_DEPTH,
+    RELIABLE,
+    TRANSIENT_LOCAL,
+    Offer,
+    QosChoice,
+    QosMatcher,
+    summarise,
+)
 from depth_fusion_ros.ros_image import ImageDecodeError, image_to_numpy
-from depth_fusion_ros.sync import ApproximateTimeSync, LatestSlot
+from depth_fusion_ros.sync import ApproximateTimeSync, PairQueue
 
 NODE_NAME = "depth_fusion"
+QOS_RECHECK_S = 0.5  # input_qos auto: how often the publishers on each input are looked up
 
 
 def qos_profile(name: str) -> QoSProfile:
@@ -51,6 +70,35 @@ def qos_profile(name: str) -> QoSProfile:
         return qos_profile_system_default
     reliability = ReliabilityPolicy.RELIABLE if name == "reliable" else ReliabilityPolicy.BEST_EFFORT
     return QoSProfile(depth=5, reliability=reliability)
+
+
+def matched_qos_profile(choice: QosChoice) -> QoSProfile:
+    """The subscription QoS of an input_qos auto decision."""
+    return QoSProfile(
+        depth=AUTO_DEPTH,
+        reliability=(ReliabilityPolicy.RELIABLE if choice.reliability == RELIABLE
+                     else ReliabilityPolicy.BEST_EFFORT),
+        durability=(DurabilityPolicy.TRANSIENT_LOCAL if choice.durability == TRANSIENT_LOCAL
+                    else DurabilityPolicy.VOLATILE))
+
+
+class Input:
+    """One subscribed topic: what to subscribe, the subscription, and its auto-QoS decision.
+
+    raw: the callback gets the message's serialized bytes (Image inputs: pipeline.SerializedImage
+    reads them without the copies of rclpy's typed take).
+    """
+
+    def __init__(self, kind, topic: str, callback, raw: bool = False):
+        self.kind, self.topic, self.callback, self.raw = kind, topic, callback, raw
+        self.subscription = None
+        self.matcher = QosMatcher()
+
+    def subscribe(self, node: Node, qos: QoSProfile) -> None:
+        if self.subscription is not None:
+            node.destroy_subscription(self.subscription)
+        self.subscription = node.create_subscription(self.kind, self.topic, self.callback, qos,
+                                                     raw=self.raw)
 
 
 class DepthFusionNode(Node):
@@ -92,7 +140,7 @@ class DepthFusionNode(Node):
                                 "model_id": self.backend.metadata.model_id,
                                 **backend_details(self.backend)})
         self.sync = ApproximateTimeSync(p.sync_slop_s, p.sync_queue_size)
-        self.slot = LatestSlot()
+        self.queue = PairQueue(p.pair_queue_size)
         self._infos: dict[str, CameraInfo | None] = {v: None for v in VIEWS}
         self._last_warn: dict[tuple[str, str], float] = {}
         self._make_publishers()
@@ -116,23 +164,48 @@ class DepthFusionNode(Node):
         self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
 
     def _make_subscriptions(self) -> None:
-        qos = qos_profile(self.params.input_qos)
         self.image_topics, self.info_topics = {}, {}
+        self.inputs: list[Input] = []
         for stream, view in enumerate(VIEWS):
-            # camera_info first: the executor serves ready subscriptions in creation order, so an
-            # info that arrives with its image is cached before the image forms a pair.
-            info_sub = self.create_subscription(
-                CameraInfo, f"{view}/camera_info", lambda m, v=view: self._on_info(v, m), qos)
+            # camera_info first: the single_threaded executor serves ready subscriptions in
+            # creation order (the events executor in arrival order, and drivers and bags send
+            # the info before its image), so the info is cached before its image forms a pair.
+            info_topic = self.resolve_topic_name(f"{view}/camera_info")
+            self.inputs.append(Input(CameraInfo, info_topic, lambda m, v=view: self._on_info(v, m)))
             transport = getattr(self.params, f"{view}_transport")
-            kind, topic = Image, f"{view}/image_raw"
+            kind, topic = Image, self.resolve_topic_name(f"{view}/image_raw")
             if transport != "raw":
                 # image_transport's naming: <base>/<transport>, the base topic resolved with the
                 # remappings first, so remapping thermal/image_raw moves the compressed one too.
-                kind, topic = CompressedImage, f"{self.resolve_topic_name(topic)}/{transport}"
-            image_sub = self.create_subscription(
-                kind, topic, lambda m, s=stream: self._on_image(s, m), qos)
-            self.image_topics[view] = image_sub.topic_name
-            self.info_topics[view] = info_sub.topic_name
+                kind, topic = CompressedImage, f"{topic}/{transport}"
+            self.inputs.append(Input(kind, topic, lambda m, s=stream: self._on_image(s, m),
+                                     raw=kind is Image))
+            self.image_topics[view], self.info_topics[view] = topic, info_topic
+        if self.params.input_qos != "auto":
+            for item in self.inputs:
+                item.subscribe(self, qos_profile(self.params.input_qos))
+            return
+        self.get_logger().info("input_qos auto: each input is subscribed once a publisher "
+                               "appears, with its QoS: " + ", ".join(i.topic for i in self.inputs))
+        self._match_inputs()
+        self.create_timer(QOS_RECHECK_S, self._match_inputs)
+
+    def _match_inputs(self) -> None:
+        """input_qos auto: (re)subscribe every input whose publishers ask for another QoS."""
+        if not self.context.ok():
+            return  # shutting down: the graph can no longer be read
+        for item in self.inputs:
+            offers = [Offer.of(info.qos_profile.reliability.name, info.qos_profile.durability.name)
+                      for info in self.get_publishers_info_by_topic(item.topic)]
+            choice = item.matcher.update(offers)
+            if choice is None:
+                continue
+            if item.subscription is not None:
+                self.stats.count("input_qos_changes")
+            item.subscribe(self, matched_qos_profile(choice))
+            self.stats.info[f"qos:{item.topic}"] = f"{choice.reliability}/{choice.durability}"
+            self.get_logger().info(f"input_qos auto: {item.topic}: {summarise(offers)} -> "
+                                   f"subscribed {choice.describe()}")
 
     # --- executor thread: validate, pair, hand over ---------------------------------------------
     def _bad(self, topic: str, reason: str, detail: str) -> None:
@@ -151,10 +224,16 @@ class DepthFusionNode(Node):
             return
         self._infos[view] = msg  # latest wins
 
-    def _on_image(self, stream: int, msg: Image | CompressedImage) -> None:
+    def _on_image(self, stream: int, msg: bytes | CompressedImage) -> None:
         view = VIEWS[stream]
         topic = self.image_topics[view]
         self.stats.record_input(view, time.monotonic())
+        if isinstance(msg, bytes):
+            try:
+                msg = SerializedImage(msg)
+            except ImageDecodeError as err:
+                self._bad(topic, err.reason, str(err))
+                return
         if isinstance(msg, CompressedImage):
             # Format and encoding only: decoding is the worker's (pipeline.prepare), so the
             # executor keeps draining; undecodable data is counted there, on this topic.
@@ -170,14 +249,14 @@ class DepthFusionNode(Node):
             return
         before = (self.sync.stats.backwards[stream], self.sync.stats.repeated[stream])
         stamp_ns = msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec
-        pair = self.sync.add(stream, stamp_ns, msg)
+        pairs = self.sync.add_all(stream, stamp_ns, msg)
         if self.sync.stats.backwards[stream] > before[0]:
             self._bad(topic, "stamp_backwards", "stamp older than the previous one "
                       "(bag loop or clock reset): pairing restarted")
         elif self.sync.stats.repeated[stream] > before[1]:
             self._bad(topic, "stamp_repeated", "same stamp as the previous message")
-        if pair is not None:
-            self.slot.put(pair)
+        for pair in pairs:
+            self.queue.put(pair, time.monotonic())
 
     # --- worker thread: inference and publishing -------------------------------------------------
     def _work(self) -> None:
@@ -186,10 +265,11 @@ class DepthFusionNode(Node):
         while not self._stop.is_set():
             if period_s and self._stop.wait(max(0.0, next_s - time.monotonic())):
                 return
-            item = self.slot.take(timeout_s=0.1)
+            item = self.queue.take(timeout_s=0.1)
             if item is None:
                 continue
-            next_s = time.monotonic() + period_s
+            start_s = time.monotonic()
+            next_s = start_s + period_s
             try:
                 # The latest camera_infos when the pair is processed (latest wins); a view with
                 # none yet is dropped by the pipeline as no_camera_info.
@@ -203,6 +283,9 @@ class DepthFusionNode(Node):
                 self.stats.count("processing_errors")
                 self.get_logger().error(f"processing a pair failed: {err!r}",
                                         throttle_duration_sec=self.params.warn_throttle_s)
+            # What one pair costs the worker, capped from below by max_rate_hz: whether it keeps
+            # up with the cameras decides how many pairs may wait (sync.PairQueue).
+            self.queue.record_step(max(time.monotonic() - start_s, period_s))
 
     def _process(self, thermal: Image, rgb: Image, thermal_info, rgb_info) -> None:
         t0 = time.perf_counter()
@@ -234,7 +317,7 @@ class DepthFusionNode(Node):
         for name, value in (("pairs_matched", sync.pairs), ("sync_resets", sync.resets),
                             ("unmatched_thermal", sync.unmatched[0]),
                             ("unmatched_rgb", sync.unmatched[1]),
-                            ("pairs_dropped", self.slot.replaced)):
+                            ("pairs_dropped", self.queue.replaced)):
             self.stats.set_count(name, value)
         snap = self.stats.snapshot(time.monotonic())
         status = DiagnosticStatus(
@@ -249,6 +332,17 @@ class DepthFusionNode(Node):
         """Stops the worker thread (after the pair in flight)."""
         self._stop.set()
         self._worker.join(timeout=10.0)
+
+
+def make_executor(name: str):
+    """The rclpy executor named by the `executor` parameter."""
+    if name == "events":
+        from rclpy.experimental import EventsExecutor
+
+        return EventsExecutor()
+    from rclpy.executors import SingleThreadedExecutor
+
+    return SingleThreadedExecutor()
 
 
 def main(args: list[str] | None = None) -> None:
@@ -268,8 +362,13 @@ def main(args: list[str] | None = None) -> None:
         rclpy.logging.get_logger(NODE_NAME).fatal(f"cannot start: {detail}")
         rclpy.try_shutdown()
         sys.exit(2)
+    executor = make_executor(node.params.executor)
+    executor.add_node(node)
     try:
-        rclpy.spin(node)
+        # spin_once in a loop, not spin(): EventsExecutor.spin() of rclpy 7.1.6 was seen here to
+        # block without running timers or noticing SIGINT/SIGTERM.
+        while rclpy.ok():
+            executor.spin_once(timeout_sec=1.0)
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     finally:

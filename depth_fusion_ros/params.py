@@ -17,6 +17,8 @@ from depth_fusion_ros.metadata import PRECISIONS
 BACKENDS = ("auto", "tensorrt", "onnxruntime", "torch")
 OUTPUT_SIZES = ("network", "camera")
 QOS_PROFILES = ("sensor_data", "reliable", "best_effort", "system_default")
+INPUT_QOS = ("auto", *QOS_PROFILES)  # auto: match the publishers found (qos_match.py)
+EXECUTORS = ("events", "single_threaded")
 # image_transport names: raw = sensor_msgs/Image on <view>/image_raw, compressed =
 # sensor_msgs/CompressedImage on <view>/image_raw/compressed (compressedDepth: 16-bit PNG).
 TRANSPORTS = {"thermal": ("raw", "compressed", "compressedDepth"), "rgb": ("raw", "compressed")}
@@ -61,6 +63,7 @@ RANGES: dict[str, NumberRange] = {
     "warn_throttle_s": NumberRange(0.0, 3600.0, "s"),
     "engine_workspace_gb": NumberRange(0.125, 1024.0, "GB"),
     "ort_num_threads": NumberRange(1, 256, "threads", off=0, off_means="the backend's default"),
+    "pair_queue_size": NumberRange(1, 100, "pairs"),
 }
 
 
@@ -80,11 +83,13 @@ class NodeParams:
     min_depth_m: float = 0.1
     max_depth_m: float = 80.0
     output_size: str = "network"
-    input_qos: str = "sensor_data"
+    input_qos: str = "auto"
     output_qos: str = "reliable"
     stale_timeout_s: float = 1.0
     diagnostics_period_s: float = 1.0
     max_rate_hz: float = 0.0
+    pair_queue_size: int = 3
+    executor: str = "events"
     warmup_iterations: int = 2
     warn_throttle_s: float = 5.0
     precision: str = "fp16"
@@ -110,7 +115,8 @@ class NodeParams:
         _check(self.max_depth_m > self.min_depth_m, "max_depth_m",
                f"= {self.max_depth_m} must be > min_depth_m = {self.min_depth_m}")
         _check_choice("output_size", self.output_size, OUTPUT_SIZES)
-        _check_choice("input_qos", self.input_qos, QOS_PROFILES)
+        _check_choice("input_qos", self.input_qos, INPUT_QOS)
+        _check_choice("executor", self.executor, EXECUTORS)
         _check_choice("output_qos", self.output_qos, QOS_PROFILES)
         _check_choice("thermal_transport", self.thermal_transport, TRANSPORTS["thermal"])
         _check_choice("rgb_transport", self.rgb_transport, TRANSPORTS["rgb"])
@@ -149,12 +155,18 @@ PARAMETERS: dict[str, str] = {
     "min_depth_m": "Depth below this (m) is published as NaN (invalid).",
     "max_depth_m": "Depth above this (m) is published as NaN (invalid).",
     "output_size": "network: publish at the network input size; camera: upsample to each camera's resolution.",
-    "input_qos": "QoS of the subscriptions: sensor_data | reliable | best_effort | system_default.",
+    "input_qos": "QoS of the subscriptions: auto (reliability and durability of the publishers "
+    "found on each input, re-checked while running) | sensor_data | reliable | best_effort | "
+    "system_default.",
     "output_qos": "QoS of the publishers: sensor_data | reliable | best_effort | system_default.",
     "stale_timeout_s": "An input silent for this long (s) is reported stale (WARN; ERROR if both).",
     "diagnostics_period_s": "Period (s) of the /diagnostics status.",
     "max_rate_hz": "Cap on processed pairs per second (0 = as fast as inference allows); "
     "newer pairs replace waiting ones, drops are counted.",
+    "pair_queue_size": "Pairs that may wait for the worker while it keeps up with the cameras "
+    "(bursts); when inference is slower than the cameras only the newest pair waits.",
+    "executor": "rclpy executor: events (rclpy.experimental.EventsExecutor, less CPU per "
+    "message) | single_threaded (rclpy's SingleThreadedExecutor).",
     "warmup_iterations": "Inference runs on dummy input at start-up before subscribing.",
     "warn_throttle_s": "Minimum interval (s) between repeated bad-input warnings per topic/reason.",
     "precision": "Precision of engines the node builds: fp32 | fp16 | int8 (the tensorrt engine "

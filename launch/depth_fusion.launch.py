@@ -17,6 +17,12 @@ thermal_optical_frame and base_link -> rgb_optical_frame with tf2_ros'
 static_transform_publisher (new-style --x ... --frame-id arguments). The defaults put both
 cameras at base_link's origin looking along its x axis (optical z forward, x right, y down).
 
+Fast DDS profile: every process this launch starts gets FASTRTPS_DEFAULT_PROFILES_FILE (Fast DDS
+2.x, Jazzy) and FASTDDS_DEFAULT_PROFILES_FILE (Fast DDS 3) = `fastdds_profile`, by default the
+variable already exported in the shell (so the node uses what the camera drivers use), else the
+package's config/fastdds.xml. Large best-effort images need the same profile in the camera driver:
+export the variable there too (README "Inputs"). `fastdds_profile:=''` keeps Fast DDS' built-ins.
+
 The launch ends, saying which process exited with which code, when the node or a static TF
 publisher exits (a bad model or parameter makes the node exit with code 2 after a 'cannot start:'
 line): it never stays up with a dead node. RViz is a viewer: closing it leaves the node running.
@@ -27,11 +33,12 @@ from launch.actions import (
     LogInfo,
     OpaqueFunction,
     RegisterEventHandler,
+    SetEnvironmentVariable,
     Shutdown,
 )
 from launch.conditions import IfCondition
 from launch.event_handlers import OnProcessExit
-from launch.substitutions import LaunchConfiguration, PathJoinSubstitution
+from launch.substitutions import EnvironmentVariable, LaunchConfiguration, PathJoinSubstitution
 from launch_ros.actions import Node
 from launch_ros.substitutions import FindPackageShare
 
@@ -48,6 +55,8 @@ INPUT_REMAPS = {  # launch argument -> the node's (relative) input topic
 }
 # passed only when non-empty
 OPTIONAL_OVERRIDES = ("model_path", "backend", "device", "thermal_transport", "rgb_transport")
+# Fast DDS 2.x (ROS 2 Jazzy) reads the first, Fast DDS 3 the second.
+PROFILE_VARIABLES = ("FASTRTPS_DEFAULT_PROFILES_FILE", "FASTDDS_DEFAULT_PROFILES_FILE")
 NODE_EXIT_HINTS = {  # exit code -> meaning, for the message when the node ends the launch
     2: "start-up error: the 'cannot start:' line above names the parameter or model file",
     None: "see its output above",
@@ -116,9 +125,21 @@ def _depth_fusion_node(context) -> list:
     return [node, _shutdown_on_exit(node, "depth_fusion_node", NODE_EXIT_HINTS)]
 
 
+def fastdds_profile(share) -> list:
+    """The `fastdds_profile` argument and the environment of every process started after it."""
+    default = EnvironmentVariable(PROFILE_VARIABLES[0], default_value=PathJoinSubstitution(
+        [share, "config", "fastdds.xml"]))
+    arg = DeclareLaunchArgument("fastdds_profile", default_value=default,
+                                description="Fast DDS XML profile for every process ('' = "
+                                            "Fast DDS built-ins); default: the exported "
+                                            f"{PROFILE_VARIABLES[0]}, else config/fastdds.xml")
+    return [arg] + [SetEnvironmentVariable(name, LaunchConfiguration("fastdds_profile"))
+                    for name in PROFILE_VARIABLES]
+
+
 def generate_launch_description() -> LaunchDescription:
     share = FindPackageShare(PACKAGE)
-    args = [
+    args = fastdds_profile(share) + [
         DeclareLaunchArgument("params_file",
                               default_value=PathJoinSubstitution([share, "config", "depth_fusion.yaml"]),
                               description="node parameter YAML (ros__parameters)"),

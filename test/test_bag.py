@@ -553,3 +553,124 @@ def test_bag_image_refuses_mismatched_dtype():
         rt.image(np.zeros((2, 2)), "32FC1", 0, "thermal_optical_frame")
     msg = rt.image(np.array([[1, 65535]], ">u2"), "mono16", 0, "thermal_optical_frame")
     assert bytes(msg.data) == np.array([[1, 65535]], "<u2").tobytes()
+
+
+# --- Lossless replay: every bag frame reaches the node; what is not evaluated is the node's drop --
+
+LONG_FRAMES = 12
+
+
+@pytest.fixture(scope="session")
+def long_bag(tmp_path_factory) -> Path:
+    """A 12-frame (0.8 s at 15 fps) MS2-format sequence as a bag, as ms2_to_bag writes it."""
+    root = tmp_path_factory.mktemp("ms2_long")
+    subprocess.run([sys.executable, "-m", "training.synthetic", "--out", str(root),
+                    "--sequences", "1", "--frames", str(LONG_FRAMES), "--seed", "1"],
+                   check=True, cwd=REPO, env=ros_env(), capture_output=True, timeout=180)
+    (seq,) = sorted(p.name for p in (root / "sync_data").iterdir())
+    out = tmp_path_factory.mktemp("long_bag") / "long.bag"
+    convert(ConvertConfig(ms2_root=root, sequence=seq, out=out, storage="mcap", progress=False))
+    return out
+
+
+def test_bag_records_reliable_camera_qos_and_player_offers_reliable(long_bag):
+    """ms2_to_bag records the camera topics reliable (so `ros2 bag play` offers reliable and the
+    node's input_qos auto subscribes reliable); /tf_static stays latched."""
+    meta = yaml.safe_load((long_bag / "metadata.yaml").read_text())["rosbag2_bagfile_information"]
+    qos = {t["topic_metadata"]["name"]: t["topic_metadata"]["offered_qos_profiles"]
+           for t in meta["topics_with_message_count"]}
+    if isinstance(qos["/rgb/image_raw"], str):  # rosbag2 < Jazzy wrote a YAML string
+        qos = {k: yaml.safe_load(v) for k, v in qos.items()}
+    for topic in (*IMAGE_TOPICS, "/thermal/camera_info", "/rgb/camera_info"):
+        assert qos[topic][0]["reliability"] == "reliable", (topic, qos[topic])
+    assert qos["/tf_static"][0]["durability"] == "transient_local"
+
+
+def _node_status(msgs: list) -> dict[str, str]:
+    for msg in reversed(msgs):
+        for status in msg.status:
+            if status.name.endswith(": depth fusion"):
+                return {kv.key: kv.value for kv in status.values}
+    return {}
+
+
+def _play_until_scored(bag: Path, executor, diagnostics: list, env: dict) -> None:
+    """Play the whole bag (every topic, /tf_static included: latched topics are not waited for),
+    then spin until the node has handled every pair and the evaluator has scored its outputs."""
+    player = subprocess.Popen(
+        script_cmd("depth_fusion_bag_player", "depth_fusion_ros.bag.player")
+        + [str(bag), "--wait-for-subscribers", "1", "--wait-timeout", "90", "--quiet"],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.monotonic() + 150
+    while player.poll() is None and time.monotonic() < deadline:
+        executor.spin_once(timeout_sec=0.05)
+    player_out = player.communicate(timeout=10)[0]
+    assert player.returncode == 0, player_out
+
+    def drained() -> bool:
+        status = _node_status(diagnostics)
+        return bool(status) and int(status["pairs_processed"]) + int(
+            status["pairs_dropped"]) >= LONG_FRAMES
+
+    def scored() -> bool:  # the evaluator has scored every pair the node processed
+        done = _node_status(diagnostics).get("pairs_processed")
+        views = {s.name: {kv.key: kv.value for kv in s.values}
+                 for d in diagnostics for s in d.status}
+        return all(views.get(f"depth_fusion_evaluator: {v}", {}).get("frames") == done
+                   for v in ("thermal", "rgb"))
+    for condition in (drained, scored):
+        end = time.monotonic() + 30
+        while not condition() and time.monotonic() < end:
+            executor.spin_once(timeout_sec=0.05)
+
+
+def test_replay_at_rate_one_loses_no_frame_in_transport(long_bag, tiny_onnx_model, tmp_path):
+    """Player (all topics, rate 1.0) -> node (default parameters: input_qos auto) -> evaluator.
+
+    Every bag frame reaches the node and the evaluator; a frame that is not evaluated is one the
+    node dropped itself (the tiny 256x640 model is slower than 15 fps on a small CPU), counted in
+    pairs_dropped: evaluated + dropped = bag frames.
+    """
+    from diagnostic_msgs.msg import DiagnosticArray
+
+    params = tmp_path / "node.yaml"
+    params.write_text(yaml.safe_dump({"/**": {"ros__parameters": {
+        "model_path": str(tiny_onnx_model), "device": "cpu", "backend": "onnxruntime",
+        "warmup_iterations": 1, "diagnostics_period_s": 0.25}}}))
+    summary = tmp_path / "summary.md"
+    env = ros_env()
+    procs = [subprocess.Popen(script_cmd(name, module) + ["--ros-args", *args], env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+             for name, module, args in (
+                 ("depth_fusion_node", "depth_fusion_ros.node", ["--params-file", str(params)]),
+                 ("depth_fusion_evaluator", "depth_fusion_ros.evaluator",
+                  ["-p", f"summary_path:={summary}"]))]
+    context = rclpy.Context()
+    rclpy.init(context=context)
+    node = rclpy.create_node("lossless_replay_test", context=context)
+    executor = SingleThreadedExecutor(context=context)
+    executor.add_node(node)
+    diagnostics: list = []
+    node.create_subscription(DiagnosticArray, "/diagnostics", diagnostics.append, 10)
+    try:
+        _play_until_scored(long_bag, executor, diagnostics, env)
+    finally:
+        for proc in procs:
+            proc.send_signal(signal.SIGINT)
+        outs = [_stop(proc) for proc in procs]
+        executor.shutdown()
+        node.destroy_node()
+        rclpy.shutdown(context=context)
+    status = _node_status(diagnostics)
+    assert status, f"no node diagnostics; node said:\n{outs[0][-3000:]}"
+    # nothing lost before the node: every frame of the bag formed a pair
+    assert status["pairs_matched"] == str(LONG_FRAMES), (status, outs[0][-3000:])
+    assert (status["unmatched_thermal"], status["unmatched_rgb"]) == ("0", "0"), status
+    processed, dropped = int(status["pairs_processed"]), int(status["pairs_dropped"])
+    assert processed + dropped == LONG_FRAMES and processed >= 1, str(sorted(status.items()))
+    assert status["bad_messages"] == "0", str(sorted(status.items()))
+    assert "subscribed reliable, volatile" in outs[0]  # input_qos auto matched the player
+    text = summary.read_text()
+    for view in ("thermal", "rgb"):  # the evaluator saw every GT frame and scored each output
+        assert f"{view}: {processed} of {LONG_FRAMES} ground-truth frames evaluated" in text, (
+            text, status)

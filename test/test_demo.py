@@ -31,6 +31,13 @@ def test_quick_demo_end_to_end(tmp_path: Path):
     live = metrics["live_ros"]["metric"]
     assert set(live) == {"thermal", "rgb"} and all(live[v]["frames"] >= 1 for v in live)
     assert metrics["ros"]["depth_images_received"]["thermal"] >= 1
+    # Lossless replay: every bag frame reached the node; a frame not evaluated is one the node
+    # dropped itself (slower than the bag's 15 fps on a busy machine), counted in pairs_dropped.
+    ros = metrics["ros"]
+    node = ros["node_diagnostics"]
+    assert int(node["pairs_matched"]) == ros["bag_frames"], node
+    for view in ("thermal", "rgb"):
+        assert ros["frames_evaluated"][view] + int(node["pairs_dropped"]) == ros["bag_frames"], ros
 
     sheets = sorted(out.glob("contact_*.png"))
     assert len(sheets) == 3

@@ -115,7 +115,9 @@ def test_evaluator_process_metrics_csv_and_summary(ros_node, tmp_path):
         def frames_done():
             last = {s.name: {kv.key: kv.value for kv in s.values} for d in diags for s in d.status}
             rgb = last.get("depth_fusion_evaluator: rgb", {})
-            return rgb.get("frames") == "3" and rgb.get("bad_messages") == "1"
+            thermal = last.get("depth_fusion_evaluator: thermal", {})
+            return (rgb.get("frames") == "3" and rgb.get("bad_messages") == "1"
+                    and thermal.get("gt_frames") == "4")  # the never-predicted GT arrived too
         assert _spin_until(executor, frames_done, 10.0), "diagnostics never reported 3 rgb frames"
     finally:
         proc.send_signal(signal.SIGINT)
@@ -143,6 +145,7 @@ def test_evaluator_process_metrics_csv_and_summary(ros_node, tmp_path):
     summary = summary_path.read_text()
     assert "| thermal / metric | 0.1000 |" in summary
     assert "| rgb / median-scaled | 0.0000 |" in summary
-    assert "thermal: 3 frames evaluated, 0 without valid GT, 0 predictions and 1 GT frames " \
-           "unmatched" in summary
+    # 4 thermal GT frames came (one never predicted), 3 were evaluated
+    assert "thermal: 3 of 4 ground-truth frames evaluated (0 without valid GT; unmatched: " \
+           "0 predictions, 1 GT frames)" in summary, summary
     assert "| thermal / metric |" in out  # printed at shutdown too

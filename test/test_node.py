@@ -53,7 +53,10 @@ def _camera_info(k: list[float], width: int, height: int, frame_id: str) -> Came
 class Harness:
     """The node process plus a test-side rclpy node publishing inputs and collecting outputs."""
 
-    def __init__(self, model: Path, tmp_path: Path, namespace: str, **params):
+    def __init__(self, model: Path, tmp_path: Path, namespace: str,
+                 input_qos_of: dict[str, QoSProfile] | None = None, **params):
+        """input_qos_of: QoS of this side's publishers by topic ('thermal/image_raw', ...);
+        reliable where not given."""
         self.ns = namespace
         values = {"model_path": str(model), "device": "cpu", "warmup_iterations": 1,
                   "output_qos": "reliable", **params}
@@ -73,8 +76,9 @@ class Harness:
                                       context=self.context)
         self.executor = SingleThreadedExecutor(context=self.context)
         self.executor.add_node(self.node)
+        qos_of = input_qos_of or {}
         self.pub = {f"{v}/{t}": self.node.create_publisher(
-            Image if t == "image_raw" else CameraInfo, f"{v}/{t}", RELIABLE)
+            Image if t == "image_raw" else CameraInfo, f"{v}/{t}", qos_of.get(f"{v}/{t}", RELIABLE))
             for v in VIEWS for t in ("image_raw", "camera_info")}
         self.received: dict[str, list] = {}
         for view in VIEWS:

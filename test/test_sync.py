@@ -1,11 +1,12 @@
-"""ApproximateTimeSync and LatestSlot: jitter, missing frames, loop-back stamps, bounded queues."""
+"""ApproximateTimeSync and PairQueue: jitter, missing frames, loop-back stamps, bounded queues."""
 from __future__ import annotations
 
 import threading
 
 import numpy as np
+import pytest
 
-from depth_fusion_ros.sync import ApproximateTimeSync, LatestSlot
+from depth_fusion_ros.sync import ApproximateTimeSync, PairQueue
 
 MS = 1_000_000  # ns
 
@@ -88,15 +89,51 @@ def test_repeated_stamp_dropped_and_queue_bounded():
     assert sync.stats.overflow == [7, 0]
 
 
-def test_latest_slot_keeps_only_newest():
-    slot = LatestSlot()
-    assert slot.take(timeout_s=0.0) is None
-    assert slot.put(1) is False
-    assert slot.put(2) is True and slot.put(3) is True
-    assert slot.take(0.0) == 3 and slot.replaced == 2
+def test_one_message_completing_two_pairs_returns_both():
+    # RGB ran ahead: when thermal 100 ms arrives both (0, 1) and (100, 101) are certain. add()
+    # returns only the newest (the older is counted but superseded); add_all returns both, so the
+    # node's queue decides (and counts) what is dropped.
+    for method in ("add_all", "add"):
+        sync = ApproximateTimeSync(slop_s=0.01, queue_size=5)
+        add = getattr(sync, method)
+        for stream, stamp, item in ((0, 0, "t0"), (1, 1 * MS, "r0"), (1, 101 * MS, "r1")):
+            assert add(stream, stamp, item) in ([], None)
+        got = add(0, 100 * MS, "t1")
+        expected = [("t0", "r0"), ("t1", "r1")]
+        assert got == (expected if method == "add_all" else expected[-1])
+        assert sync.stats.pairs == 2
+
+
+def test_pair_queue_works_off_a_burst_while_the_worker_keeps_up():
+    queue = PairQueue(max_pending=3)
+    assert queue.take(timeout_s=0.0) is None
+    for i in range(10):  # 30 Hz input, 9 ms per pair: the worker keeps up
+        queue.put(("steady", i), now_s=i / 30)
+        assert queue.take(0.0) == ("steady", i)
+        queue.record_step(0.009)
+    # a burst: three pairs delivered at once after the process was descheduled
+    dropped = [queue.put(("burst", i), now_s=10 / 30 + i * 1e-3) for i in range(3)]
+    assert dropped == [0, 0, 0] and queue.pending() == 3 and queue.replaced == 0
+    assert [queue.take(0.0) for _ in range(3)] == [("burst", 0), ("burst", 1), ("burst", 2)]
+    for i in range(5):  # a longer burst than max_pending: the oldest waiting ones go
+        queue.put(i, now_s=1.0 + i * 1e-3)
+    assert queue.pending() == 3 and queue.replaced == 2 and queue.take(0.0) == 2
+
+
+def test_pair_queue_keeps_only_newest_when_the_worker_is_slower_than_the_input():
+    queue = PairQueue(max_pending=3)
+    for i in range(10):
+        queue.put(i, now_s=i / 30)  # 30 Hz
+        queue.record_step(0.2)  # 5 pairs/s: a backlog would grow by 25 pairs every second
+    assert queue.pending() == 1 and queue.replaced == 9 and queue.take(0.0) == 9
+    assert not queue.keeping_up()
     got = []
-    consumer = threading.Thread(target=lambda: got.append(slot.take(timeout_s=5.0)))
+    consumer = threading.Thread(target=lambda: got.append(queue.take(timeout_s=5.0)))
     consumer.start()
-    slot.put("late")
+    queue.put("late", now_s=11 / 30)
     consumer.join(5.0)
     assert got == ["late"]
+    single = PairQueue(max_pending=1)  # the size-1 slot of old: always only the newest
+    assert [single.put(i, now_s=0.0) for i in range(3)] == [0, 1, 1] and single.take(0.0) == 2
+    with pytest.raises(ValueError, match="max_pending"):
+        PairQueue(max_pending=0)

@@ -21,6 +21,15 @@ import numpy as np
 import yaml
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+FASTDDS_PROFILE = REPO_ROOT / "config" / "fastdds.xml"
+PROFILE_VARS = ("FASTRTPS_DEFAULT_PROFILES_FILE", "FASTDDS_DEFAULT_PROFILES_FILE")
+
+
+def use_fastdds_profile() -> None:
+    """Every process of the demo (this one and those it starts) on config/fastdds.xml, as the
+    README tells users to run theirs: Fast DDS reads it once per process, before rclpy.init."""
+    for var in PROFILE_VARS:
+        os.environ[var] = str(FASTDDS_PROFILE)
 
 
 def console_script(name: str) -> str:
@@ -38,12 +47,11 @@ def write_params(out_dir: Path, model_path: Path) -> tuple[Path, Path]:
     """Node and evaluator parameter files: the shipped YAMLs with the demo's values filled in."""
     node = yaml.safe_load((REPO_ROOT / "config" / "depth_fusion.yaml").read_text())
     node_params = node["/**"]["ros__parameters"]
-    # Replay over loopback: reliable input so no frame of the evaluation is lost in a socket buffer
-    # (best effort, the camera default, drops large images when this 2-core machine is busy).
+    # input_qos stays `auto`: the player publishes reliable, so the node subscribes reliable and
+    # no frame of the evaluation is lost in transport.
     # Wall-clock time, not /clock: with use_sim_time and the pip-only player's /clock, the node
     # intermittently received no camera_info during a short replay (seen here, not root-caused).
-    node_params.update(model_path=str(model_path.resolve()), backend="onnxruntime", device="cpu",
-                       input_qos="reliable")
+    node_params.update(model_path=str(model_path.resolve()), backend="onnxruntime", device="cpu")
     evaluator = yaml.safe_load((REPO_ROOT / "config" / "evaluator.yaml").read_text())
     eval_params = evaluator["/**"]["ros__parameters"]
     eval_params.update(csv_path=str((out_dir / "live_metrics.csv").resolve()),
@@ -111,6 +119,7 @@ def run_ros_stage(bag: Path, model_path: Path, out_dir: Path, *, n_frames: int,
 
     out_dir.mkdir(parents=True, exist_ok=True)
     node_params, eval_params = write_params(out_dir, model_path)
+    use_fastdds_profile()
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     logs = {name: (out_dir / f"{name}.log").open("w") for name in ("node", "evaluator", "player")}
     procs: dict[str, subprocess.Popen] = {}
@@ -151,10 +160,25 @@ def run_ros_stage(bag: Path, model_path: Path, out_dir: Path, *, n_frames: int,
         rclpy.shutdown()
         for handle in logs.values():
             handle.close()
-    return _figures(listener, out_dir)
+    figures = _figures(listener, out_dir, n_frames)
+    print("live evaluation: " + ", ".join(f"{view} {n} of {n_frames} bag frames" for view, n
+                                           in figures["frames_evaluated"].items()), flush=True)
+    return figures
 
 
-def _figures(listener: Listener, out_dir: Path) -> dict:
+def evaluated_frames(csv_path: Path) -> dict[str, int]:
+    """Frames the evaluator scored per view (rows of its per-frame CSV)."""
+    import csv
+
+    counts = {"thermal": 0, "rgb": 0}
+    if csv_path.exists():
+        with csv_path.open() as handle:
+            for row in csv.DictReader(handle):
+                counts[row["view"]] = counts.get(row["view"], 0) + 1
+    return counts
+
+
+def _figures(listener: Listener, out_dir: Path, n_frames: int) -> dict:
     stamps = listener.depth_stamps["thermal"]
     rate = 0.0
     if len(stamps) >= 2:
@@ -164,6 +188,8 @@ def _figures(listener: Listener, out_dir: Path) -> dict:
         "output_pairs_per_s": rate,
         "node_diagnostics": listener.node_status,
         "evaluator_messages": listener.live_metrics,
+        "bag_frames": n_frames,
+        "frames_evaluated": evaluated_frames(out_dir / "live_metrics.csv"),
         "clouds": listener.clouds,
     }
     summary = out_dir / "live_summary.md"

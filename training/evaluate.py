@@ -32,7 +32,6 @@ from depth_fusion_ros.metrics import (
 )
 from depth_fusion_ros.ms2 import TEST_SPLITS, read_split
 from depth_fusion_ros.preprocess import missing_input
-from training.sparsification import SparsificationAccumulator, image_curves, plot_curves
 from depth_fusion_ros.viz import (
     colorize_depth,
     colorize_error,
@@ -40,6 +39,7 @@ from depth_fusion_ros.viz import (
     input_to_rgb,
     save_png,
 )
+from training.sparsification import SparsificationAccumulator, image_curves, plot_curves
 
 MODES = {"metric": False, "median": True}
 MS2_PROTOCOL_STEP = 10  # SupDepth4Thermal configs: test sample_step 10

@@ -4,7 +4,13 @@
         [--start-delay S] [--wait-for-subscribers N] [--wait-timeout S]
 
 On a ROS 2 machine `ros2 bag play BAG --clock` is the normal path; this player exists for pip-only
-rclpy installs (like CI). It reads the bag with `rosbags` and publishes each message's recorded
+rclpy installs (like CI). Every topic is published reliable (latched ones also transient-local),
+whatever QoS the bag recorded: a file replay has no reason to drop anything, a reliable writer
+reaches best-effort subscribers too, and depth_fusion_node's input_qos auto then subscribes
+reliable, so at --rate 1.0 every frame reaches the node (drops are then the node's own, counted in
+its pairs_dropped). With --wait-for-subscribers the player waits for its consumers before playing,
+for their acknowledgement of each topic's first message (discovery is complete both ways) and,
+at the end, of the last ones, so the first and last frames are not lost either. It reads the bag with `rosbags` and publishes each message's recorded
 CDR bytes unchanged (`Publisher.publish(bytes)`, rclpy's serialized-message path), so nothing is
 deserialised in Python. Timing follows the recorded receive times divided by `--rate`; with
 `--clock` a rosgraph_msgs/Clock carrying the bag time is published on /clock before each message.
@@ -110,10 +116,12 @@ class BagPlayer:
     def wait_for_subscribers(self) -> None:
         """Block until every played topic has N subscribers (or the timeout passes).
 
-        Restrict the played topics with --topics to those the consumers subscribe to.
+        Latched topics (/tf_static) are not waited for: a late subscriber still gets them. A
+        subscriber that matches its QoS to the publishers it finds (depth_fusion_node's
+        input_qos auto) subscribes only once these publishers exist, which they do from here on.
         """
         need, deadline = self.cfg.wait_for_subscribers, time.monotonic() + self.cfg.wait_timeout_s
-        pubs = {c.topic: self.publishers[c.id] for c in self.connections}
+        pubs = {c.topic: self.publishers[c.id] for c in self.connections if not _is_latched(c)}
         short = []
         while need > 0 and time.monotonic() < deadline:
             short = sorted(t for t, p in pubs.items() if p.get_subscription_count() < need)
@@ -140,6 +148,7 @@ class BagPlayer:
         start_ns = self.reader.start_time
         wall0 = time.perf_counter()
         count = 0
+        unconfirmed = set(self.publishers.values()) if self.cfg.wait_for_subscribers else set()
         for conn, stamp_ns, data in self.reader.messages(connections=self.connections):
             due_s = (stamp_ns - start_ns) / NS_PER_S / self.cfg.rate
             while (wait_s := due_s - (time.perf_counter() - wall0)) > 0:
@@ -151,10 +160,30 @@ class BagPlayer:
                 self._publish_clock(start_ns + int(elapsed_s * self.cfg.rate * NS_PER_S))
             if self.clock_pub is not None:
                 self._publish_clock(stamp_ns)
-            self.publishers[conn.id].publish(bytes(data))
+            publisher = self.publishers[conn.id]
+            publisher.publish(bytes(data))
+            if publisher in unconfirmed:  # the recorded timing resumes after the wait
+                unconfirmed.discard(publisher)
+                wall0 += self._confirm_first(publisher)
             count += 1
             bar.update(1)
         return count
+
+    def _confirm_first(self, publisher) -> float:
+        """Wait until the subscribers acknowledged a topic's first message; returns the seconds.
+
+        A subscriber counted by get_subscription_count() has been matched by this writer, but its
+        reader may not have matched the writer back yet (discovery is two-sided) and then ignores
+        what it is sent; reliable writers resend once it has. The acknowledgement of the first
+        message proves the match both ways, so no later frame is lost to discovery.
+        """
+        from rclpy.duration import Duration
+
+        start = time.perf_counter()
+        if not publisher.wait_for_all_acked(Duration(seconds=self.cfg.wait_timeout_s)):
+            self.log.warning(f"{publisher.topic_name}: the first message was not acknowledged "
+                             f"within {self.cfg.wait_timeout_s:.0f} s; playing on")
+        return time.perf_counter() - start
 
     def wait_for_acks(self, timeout_s: float = 5.0) -> None:
         """Before exiting: let reliable subscribers acknowledge (else the last messages die)."""
