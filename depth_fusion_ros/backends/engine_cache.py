@@ -170,9 +170,15 @@ def remove_entry(entry: CacheEntry) -> None:
     entry.engine.unlink(missing_ok=True)
 
 
-def _holder(fd: int) -> str:
-    text = os.pread(fd, 200, 0).decode(errors="replace").strip()
-    return text or "a process that has not written its name yet"
+def _holder(fd: int, wait_s: float = 0.0) -> str:
+    """The lock holder's "pid N on host" line. A holder writes it just after taking the lock, so
+    a caller that has just found the lock taken waits up to `wait_s` for the name to appear."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        text = os.pread(fd, 200, 0).decode(errors="replace").strip()
+        if text or time.monotonic() >= deadline:
+            return text or "a process that has not written its name yet"
+        time.sleep(0.02)
 
 
 @contextlib.contextmanager
@@ -193,7 +199,8 @@ def entry_lock(path: Path, log: Log, *, poll_s: float = 0.2, report_s: float = W
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            log(f"another process ({_holder(fd)}) is building the engine of {path.stem}; "
+            holder = _holder(fd, wait_s=2.0)
+            log(f"another process ({holder}) is building the engine of {path.stem}; "
                 "waiting for it, then loading its engine")
             next_report = start + report_s
             while True:
