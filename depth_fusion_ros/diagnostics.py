@@ -1,4 +1,6 @@
-"""Node health bookkeeping: input rates, counters, bad messages by reason, per-stage timings.
+"""Node health bookkeeping: input rates, counters, bad messages by reason, per-stage timings,
+and the level from the camera mode (degraded.ModeTracker): the model's full mode (fused, or a
+baseline's own camera) is OK, a single-camera mode WARN, `none` ERROR.
 
 Thread-safe (subscription callbacks and the inference worker both record); `snapshot()` turns the
 state into a level, a message and key/value strings, which the node wraps into a
@@ -21,6 +23,23 @@ def percentile(samples, q: float) -> float:
     if not ordered:
         return float("nan")
     return ordered[min(len(ordered) - 1, max(0, round(q * len(ordered)) - 1))]
+
+
+def mode_level(mode: str, full_mode: str = "fused") -> int:
+    """OK in the model's full mode, ERROR with no usable camera, WARN in single-camera mode."""
+    if mode == full_mode:
+        return OK
+    return ERROR if mode == "none" else WARN
+
+
+@dataclass(frozen=True)
+class ModeStatus:
+    """The camera mode at snapshot time (degraded.ModeTracker.mode) and what it is compared to."""
+
+    mode: str
+    reason: str
+    full_mode: str = "fused"
+    changes: int = 0
 
 
 @dataclass
@@ -81,8 +100,10 @@ class NodeStats:
         last = arrivals[-1] if arrivals else self._start_s
         return now_s - last > self.stale_timeout_s
 
-    def snapshot(self, now_s: float) -> Snapshot:
-        """Level (OK/WARN/ERROR on stale inputs), summary message and all values as strings."""
+    def snapshot(self, now_s: float, mode: ModeStatus | None = None) -> Snapshot:
+        """Level, summary message and all values as strings. The level follows `mode` when
+        given (mode_level; the message says why a camera is missing), else the stale inputs
+        (WARN for one, ERROR for all)."""
         with self._lock:
             values = dict(self.info)
             for name in self.inputs:
@@ -100,6 +121,13 @@ class NodeStats:
             values["latency_ms_p99"] = f"{percentile(self._latency_ms, 0.99):.1f}"
             stale = [name for name in self.inputs if self._stale(name, now_s)]
         values["stale_inputs"] = ",".join(stale)
+        if mode is not None:
+            values.update({"mode": mode.mode, "mode_reason": mode.reason,
+                           "mode_changes": str(mode.changes)})
+            level = mode_level(mode.mode, mode.full_mode)
+            message = {OK: "running", WARN: f"{mode.mode}: {mode.reason}",
+                       ERROR: f"no usable input: {mode.reason}"}[level]
+            return Snapshot(level, message, values)
         if len(stale) == len(self.inputs):
             return Snapshot(ERROR, f"no input for {self.stale_timeout_s:g} s: {', '.join(stale)}",
                             values)

@@ -1,11 +1,19 @@
 """depth_fusion_node: thermal + RGB in, metric depth images, camera_infos and point clouds out.
 
 Thin rclpy glue (topics and policy: DESIGN.md section 2). Subscriptions run on the executor
-thread and only validate, pair (sync.ApproximateTimeSync) and queue the pair (sync.PairQueue);
-one worker thread runs decode -> preprocess -> inference -> messages (pipeline.DepthPipeline)
-and publishes. The subscriptions therefore keep draining while inference runs. While the worker
-keeps up with the cameras a burst of pairs waits and is processed; a model slower than the
-cameras never builds a backlog: only the newest pair waits, replaced ones are counted as dropped.
+thread and only validate, judge usability (degraded.py, `check_image_usable`), route
+(sync.InputRouter: pairs in fused mode, single images in single-camera mode) and queue
+(sync.PairQueue); one worker thread runs decode -> preprocess -> inference -> messages
+(pipeline.DepthPipeline) and publishes. The subscriptions therefore keep draining while inference
+runs. While the worker keeps up with the cameras a burst of pairs waits and is processed; a model
+slower than the cameras never builds a backlog: only the newest input waits, replaced ones are
+counted as dropped.
+
+Single-camera mode: a camera silent for stale_timeout_s (or sending unusable images) is missing;
+the node runs on the other one alone, feeding the network `preprocess.missing_input` in its place,
+and publishes only the surviving view. /diagnostics reports `mode` (WARN outside fused) and why;
+the node returns to fused mode on the missing camera's next usable image. A model that reads one
+camera (a baseline) subscribes and runs that camera alone.
 
 Input QoS `auto` (the default) subscribes each input with the reliability and durability its
 publishers offer (qos_match.py), re-checked every QOS_RECHECK_S so a camera started later, or a
@@ -34,16 +42,20 @@ from rclpy.qos import (
 )
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
 
-from depth_fusion_ros.compressed import compressed_format_error
-from depth_fusion_ros.diagnostics import NodeStats
-from depth_fusion_ros.params import NodeParams, ParameterError, declare_and_read
+from depth_fusion_ros.degraded import ModeTracker
+from depth_fusion_ros.diagnostics import ModeStatus, NodeStats
+from depth_fusion_ros.params import (
+    NodeParams,
+    ParameterError,
+    check_against_model,
+    declare_and_read,
+)
 from depth_fusion_ros.pipeline import (
-    ENCODINGS,
     VIEWS,
     BadInput,
     DepthPipeline,
     PipelineConfig,
-    SerializedImage,
+    accept_image,
     camera_info_error,
 )
 from depth_fusion_ros.qos_match import (
@@ -55,8 +67,7 @@ from depth_fusion_ros.qos_match import (
     QosMatcher,
     summarise,
 )
-from depth_fusion_ros.ros_image import ImageDecodeError, image_to_numpy
-from depth_fusion_ros.sync import ApproximateTimeSync, PairQueue
+from depth_fusion_ros.sync import ApproximateTimeSync, InputRouter, PairQueue, Work
 
 NODE_NAME = "depth_fusion"
 QOS_RECHECK_S = 0.5  # input_qos auto: how often the publishers on each input are looked up
@@ -107,6 +118,36 @@ class DepthFusionNode(Node):
     def __init__(self, **node_kwargs):
         super().__init__(NODE_NAME, **node_kwargs)
         self.params: NodeParams = declare_and_read(self)
+        p = self.params
+        md = self._load_model()
+        self.pipeline = DepthPipeline(PipelineConfig(
+            views=self.views, network_hw=(md.height, md.width),
+            min_depth_m=p.min_depth_m, max_depth_m=p.max_depth_m, output_size=p.output_size,
+            points_stride=p.points_stride, reuse_buffers=True,
+            rectify=tuple(v for v in VIEWS if getattr(p, f"{v}_rectify")),
+            min_confidence=p.min_confidence,
+            colored_range_m=(p.colored_min_depth_m, p.colored_max_depth_m)))
+        self.stats = NodeStats(self.cameras, p.stale_timeout_s, time.monotonic())
+        self.stats.info.update(self.details)
+        for name in ("pairs_processed", "colored_published", "processed_fused",
+                     "processed_thermal_only", "processed_rgb_only"):
+            self.stats.set_count(name, 0)  # shown from the start
+        self.sync = ApproximateTimeSync(p.sync_slop_s, p.sync_queue_size)
+        self.tracker = ModeTracker(p.stale_timeout_s, needed=self.cameras, restart_grace=True)
+        self.router = InputRouter(self.sync, self.tracker, self.views)
+        self._mode = "none"  # the last mode logged: no camera yet
+        self.queue = PairQueue(p.pair_queue_size)
+        self._infos: dict[str, CameraInfo | None] = {v: None for v in VIEWS}
+        self._last_warn: dict[tuple[str, str], float] = {}
+        self._make_publishers()
+        self._make_subscriptions()
+        self._stop = threading.Event()
+        self._worker = threading.Thread(target=self._work, name="depth_fusion_worker", daemon=True)
+        self._worker.start()
+        self.create_timer(p.diagnostics_period_s, self._publish_diagnostics)
+
+    def _load_model(self):
+        """Backend, warm-up, and what the model decides: views, cameras, confidence outputs."""
         from depth_fusion_ros.backends import (  # after params: errors name them
             backend_details,
             create_backend,
@@ -121,34 +162,22 @@ class DepthFusionNode(Node):
             allow_spinning=p.ort_allow_spinning, precision=p.precision,
             engine_cache_dir=p.engine_cache_dir or None, workspace_gb=p.engine_workspace_gb,
             calib_data=p.engine_calib_data or None, log=self.get_logger().info)
+        md = self.backend.metadata
+        check_against_model(p, p.model_path, md.views, md.confidence_views)
         self.views = tuple(v for v in VIEWS if getattr(p, f"publish_{v}"))
-        missing = [v for v in self.views if v not in self.backend.views]
-        if missing:
-            raise ValueError(f"model {p.model_path} outputs {self.backend.views} but "
-                             f"publish_{missing[0]} is true: set it to false or use a fusion model")
+        # The cameras the network reads: both for a fusion model, one for a baseline.
+        self.cameras = tuple(v for v in VIEWS if v in {spec.view for spec in md.inputs})
+        self.confidence_views = tuple(v for v in self.views if v in md.confidence_views)
         self.get_logger().info(f"model {p.model_path}: {self.backend.describe()}")
+        if not self.confidence_views:
+            self.get_logger().info(f"model {p.model_path} has no confidence outputs: no "
+                                   "{view}/depth/confidence is published")
         warm_ms = self.backend.warmup(p.warmup_iterations)
         self.get_logger().info(f"warm-up: {p.warmup_iterations} runs, last {warm_ms:.1f} ms")
-        self.pipeline = DepthPipeline(PipelineConfig(
-            views=self.views, network_hw=(self.backend.metadata.height, self.backend.metadata.width),
-            min_depth_m=p.min_depth_m, max_depth_m=p.max_depth_m, output_size=p.output_size,
-            points_stride=p.points_stride, reuse_buffers=True,
-            rectify=tuple(v for v in VIEWS if getattr(p, f"{v}_rectify"))))
-        self.stats = NodeStats(VIEWS, p.stale_timeout_s, time.monotonic())
-        self.stats.info.update({"backend": self.backend.name, "device": self.backend.device,
-                                "precision": self.backend.precision,
-                                "model_id": self.backend.metadata.model_id,
-                                **backend_details(self.backend)})
-        self.sync = ApproximateTimeSync(p.sync_slop_s, p.sync_queue_size)
-        self.queue = PairQueue(p.pair_queue_size)
-        self._infos: dict[str, CameraInfo | None] = {v: None for v in VIEWS}
-        self._last_warn: dict[tuple[str, str], float] = {}
-        self._make_publishers()
-        self._make_subscriptions()
-        self._stop = threading.Event()
-        self._worker = threading.Thread(target=self._work, name="depth_fusion_worker", daemon=True)
-        self._worker.start()
-        self.create_timer(p.diagnostics_period_s, self._publish_diagnostics)
+        self.details = {"backend": self.backend.name, "device": self.backend.device,
+                        "precision": self.backend.precision, "model_id": md.model_id,
+                        **backend_details(self.backend)}
+        return md
 
     # --- wiring -------------------------------------------------------------------------------
     def _make_publishers(self) -> None:
@@ -160,6 +189,9 @@ class DepthFusionNode(Node):
                 "info": self.create_publisher(CameraInfo, f"{view}/depth/camera_info", qos),
                 "points": (self.create_publisher(PointCloud2, f"{view}/depth/points", qos)
                            if self.params.publish_points else None),
+                "confidence": (self.create_publisher(Image, f"{view}/depth/confidence", qos)
+                               if view in self.confidence_views else None),
+                "colored": self.create_publisher(Image, f"{view}/depth/colored", qos),
             }
         self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
 
@@ -167,6 +199,8 @@ class DepthFusionNode(Node):
         self.image_topics, self.info_topics = {}, {}
         self.inputs: list[Input] = []
         for stream, view in enumerate(VIEWS):
+            if view not in self.cameras:
+                continue  # a baseline model: the camera it does not read is not subscribed
             # camera_info first: the single_threaded executor serves ready subscriptions in
             # creation order (the events executor in arrival order, and drivers and bags send
             # the info before its image), so the info is cached before its image forms a pair.
@@ -227,36 +261,37 @@ class DepthFusionNode(Node):
     def _on_image(self, stream: int, msg: bytes | CompressedImage) -> None:
         view = VIEWS[stream]
         topic = self.image_topics[view]
-        self.stats.record_input(view, time.monotonic())
-        if isinstance(msg, bytes):
-            try:
-                msg = SerializedImage(msg)
-            except ImageDecodeError as err:
-                self._bad(topic, err.reason, str(err))
-                return
-        if isinstance(msg, CompressedImage):
-            # Format and encoding only: decoding is the worker's (pipeline.prepare), so the
-            # executor keeps draining; undecodable data is counted there, on this topic.
-            problem = compressed_format_error(msg, allowed=ENCODINGS[view])
-        else:
-            try:
-                image_to_numpy(msg, allowed=ENCODINGS[view])  # validation only (a view, no copy)
-                problem = None
-            except ImageDecodeError as err:
-                problem = err
-        if problem is not None:
-            self._bad(topic, problem.reason, str(problem))
+        now_s = time.monotonic()
+        self.stats.record_input(view, now_s)
+        try:
+            msg, unusable = accept_image(view, msg, self.params.check_image_usable)
+        except BadInput as err:
+            self._bad(topic, err.reason, str(err))
             return
-        before = (self.sync.stats.backwards[stream], self.sync.stats.repeated[stream])
+        if unusable is not None:
+            self.stats.count(f"unusable_{view}")
         stamp_ns = msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec
-        pairs = self.sync.add_all(stream, stamp_ns, msg)
-        if self.sync.stats.backwards[stream] > before[0]:
+        arrival = self.router.add(view, stamp_ns, msg, now_s, unusable)
+        if arrival.stamp_problem == "backwards":
             self._bad(topic, "stamp_backwards", "stamp older than the previous one "
                       "(bag loop or clock reset): pairing restarted")
-        elif self.sync.stats.repeated[stream] > before[1]:
+        elif arrival.stamp_problem == "repeated":
             self._bad(topic, "stamp_repeated", "same stamp as the previous message")
-        for pair in pairs:
-            self.queue.put(pair, time.monotonic())
+        self._note_mode(arrival.mode, arrival.reason)
+        for work in arrival.work:
+            self.queue.put(work, now_s)
+
+    def _note_mode(self, mode: str, reason: str) -> None:
+        """Log a change of the camera mode (executor thread: arrivals and diagnostics)."""
+        if mode == self._mode:
+            return
+        if mode == self.tracker.full_mode:
+            self.get_logger().info(f"camera mode {self._mode} -> {mode}: all cameras present")
+        else:
+            shown = [v for v in self.views if mode in ("fused", f"{v}_only")] or ["nothing"]
+            self.get_logger().warning(f"camera mode {self._mode} -> {mode} ({reason}): "
+                                      f"publishing {', '.join(shown)}")
+        self._mode = mode
 
     # --- worker thread: inference and publishing -------------------------------------------------
     def _work(self) -> None:
@@ -271,9 +306,9 @@ class DepthFusionNode(Node):
             start_s = time.monotonic()
             next_s = start_s + period_s
             try:
-                # The latest camera_infos when the pair is processed (latest wins); a view with
+                # The latest camera_infos when the input is processed (latest wins); a view with
                 # none yet is dropped by the pipeline as no_camera_info.
-                self._process(*item, self._infos["thermal"], self._infos["rgb"])
+                self._process(item, self._infos["thermal"], self._infos["rgb"])
             except BadInput as err:
                 topic = (self.image_topics if err.source == "image" else self.info_topics)[err.view]
                 self._bad(topic, err.reason, str(err))
@@ -283,33 +318,44 @@ class DepthFusionNode(Node):
                 self.stats.count("processing_errors")
                 self.get_logger().error(f"processing a pair failed: {err!r}",
                                         throttle_duration_sec=self.params.warn_throttle_s)
-            # What one pair costs the worker, capped from below by max_rate_hz: whether it keeps
-            # up with the cameras decides how many pairs may wait (sync.PairQueue).
+            # What one input costs the worker, capped from below by max_rate_hz: whether it keeps
+            # up with the cameras decides how many inputs may wait (sync.PairQueue).
             self.queue.record_step(max(time.monotonic() - start_s, period_s))
 
-    def _process(self, thermal: Image, rgb: Image, thermal_info, rgb_info) -> None:
+    def _wanted(self, output: str) -> dict[str, bool]:
+        """view -> whether an on-demand output (points, colored) has a subscriber."""
+        return {v: self.pubs[v][output] is not None
+                and self.pubs[v][output].get_subscription_count() > 0 for v in self.views}
+
+    def _process(self, work: Work, thermal_info, rgb_info) -> None:
         t0 = time.perf_counter()
-        prepared = self.pipeline.prepare(thermal, rgb, thermal_info, rgb_info)
+        prepared = self.pipeline.prepare(work.frames.get("thermal"), work.frames.get("rgb"),
+                                         thermal_info, rgb_info)
         t1 = time.perf_counter()
-        depths = self.backend.infer(prepared.thermal_input, prepared.rgb_input)
+        net = self.backend.infer_outputs(prepared.thermal_input, prepared.rgb_input)
         t2 = time.perf_counter()
-        clouds = {v: self.pubs[v]["points"] is not None
-                  and self.pubs[v]["points"].get_subscription_count() > 0 for v in self.views}
-        outputs = self.pipeline.postprocess(prepared, depths, clouds)
+        outputs = self.pipeline.postprocess(prepared, net["depth"], self._wanted("points"),
+                                            net["confidence"], self._wanted("colored"))
         t3 = time.perf_counter()
         for view, out in outputs.items():
-            self.pubs[view]["image"].publish(out.image)
-            self.pubs[view]["info"].publish(out.info)
-            if out.cloud is not None:
-                self.pubs[view]["points"].publish(out.cloud)
+            pubs = self.pubs[view]
+            pubs["image"].publish(out.image)
+            pubs["info"].publish(out.info)
+            for key, msg in (("points", out.cloud), ("confidence", out.confidence),
+                             ("colored", out.colored)):
+                if msg is not None and pubs[key] is not None:
+                    pubs[key].publish(msg)
+            if out.colored is not None:
+                self.stats.count("colored_published")
         t4 = time.perf_counter()
         for stage, start, end in (("preprocess", t0, t1), ("inference", t1, t2),
                                   ("postprocess", t2, t3), ("publish", t3, t4)):
             self.stats.record_stage(stage, (end - start) * 1e3)
-        stamp = thermal.header.stamp
         now_ns = self.get_clock().now().nanoseconds
-        self.stats.record_latency((now_ns - (stamp.sec * 10**9 + stamp.nanosec)) / 1e6)
-        self.stats.count("pairs_processed")
+        self.stats.record_latency((now_ns - work.stamp_ns) / 1e6)
+        if work.paired:
+            self.stats.count("pairs_processed")
+        self.stats.count(f"processed_{work.mode}")
 
     # --- diagnostics and shutdown ---------------------------------------------------------------
     def _publish_diagnostics(self) -> None:
@@ -317,9 +363,14 @@ class DepthFusionNode(Node):
         for name, value in (("pairs_matched", sync.pairs), ("sync_resets", sync.resets),
                             ("unmatched_thermal", sync.unmatched[0]),
                             ("unmatched_rgb", sync.unmatched[1]),
-                            ("pairs_dropped", self.queue.replaced)):
+                            ("pairs_dropped", self.queue.replaced),
+                            ("inputs_skipped", self.router.skipped)):
             self.stats.set_count(name, value)
-        snap = self.stats.snapshot(time.monotonic())
+        now_s = time.monotonic()
+        mode, reason = self.tracker.mode(now_s)
+        self._note_mode(mode, reason)
+        snap = self.stats.snapshot(now_s, ModeStatus(mode, reason, self.tracker.full_mode,
+                                                     self.tracker.changes))
         status = DiagnosticStatus(
             level=bytes([snap.level]), name=f"{self.get_fully_qualified_name()}: depth fusion",
             message=snap.message, hardware_id=self.backend.metadata.model_id,

@@ -64,6 +64,9 @@ RANGES: dict[str, NumberRange] = {
     "engine_workspace_gb": NumberRange(0.125, 1024.0, "GB"),
     "ort_num_threads": NumberRange(1, 256, "threads", off=0, off_means="the backend's default"),
     "pair_queue_size": NumberRange(1, 100, "pairs"),
+    "min_confidence": NumberRange(0.0, 1.0),
+    "colored_min_depth_m": NumberRange(0.0, 1000.0, "m"),
+    "colored_max_depth_m": NumberRange(0.0, 1000.0, "m"),
 }
 
 
@@ -102,6 +105,13 @@ class NodeParams:
     rgb_transport: str = "raw"
     thermal_rectify: bool = True
     rgb_rectify: bool = True
+    # On: a black/saturated RGB or flat thermal image counts as a missing camera (degraded.py).
+    # Its thresholds sit far from any real scene, it costs < 1 ms an image, and without it a
+    # covered or blinded camera feeds the fused network garbage whose depth is published.
+    check_image_usable: bool = True
+    min_confidence: float = 0.0
+    colored_min_depth_m: float = 0.0
+    colored_max_depth_m: float = 80.0
 
     def __post_init__(self):
         _check(bool(self.model_path), "model_path", "is empty: set it to an exported .onnx, "
@@ -114,6 +124,9 @@ class NodeParams:
                "are both false: enable at least one view")
         _check(self.max_depth_m > self.min_depth_m, "max_depth_m",
                f"= {self.max_depth_m} must be > min_depth_m = {self.min_depth_m}")
+        _check(self.colored_max_depth_m > self.colored_min_depth_m, "colored_max_depth_m",
+               f"= {self.colored_max_depth_m} must be > colored_min_depth_m = "
+               f"{self.colored_min_depth_m}")
         _check_choice("output_size", self.output_size, OUTPUT_SIZES)
         _check_choice("input_qos", self.input_qos, INPUT_QOS)
         _check_choice("executor", self.executor, EXECUTORS)
@@ -125,6 +138,24 @@ class NodeParams:
         _check(not (builds_engine and self.precision == "int8" and not self.engine_calib_data),
                "engine_calib_data", "is empty but precision is int8: int8 engines calibrate on "
                "real frames, so set it to an MS2 root (or use precision fp16)")
+
+
+def check_against_model(p: NodeParams, model_path: str, views: list[str],
+                        confidence_views: list[str]) -> None:
+    """Parameters that need something of the model (its sidecar's depth and confidence views).
+
+    Raises:
+        ParameterError naming the parameter and what to set instead.
+    """
+    for view in ("thermal", "rgb"):
+        _check(not getattr(p, f"publish_{view}") or view in views, f"publish_{view}",
+               f"is true but model {model_path} outputs {views}: set it to false or use a "
+               "fusion model")
+    published = [v for v in views if getattr(p, f"publish_{v}")]
+    lacking = [v for v in published if v not in confidence_views]
+    _check(p.min_confidence == 0.0 or not lacking, "min_confidence",
+           f"= {p.min_confidence} needs confidence outputs, but model {model_path} has none for "
+           f"{lacking}: set it to 0, or export a model trained with model.uncertainty_head: true")
 
 
 def check_range(name: str, value: float, allowed: NumberRange) -> None:
@@ -159,7 +190,9 @@ PARAMETERS: dict[str, str] = {
     "found on each input, re-checked while running) | sensor_data | reliable | best_effort | "
     "system_default.",
     "output_qos": "QoS of the publishers: sensor_data | reliable | best_effort | system_default.",
-    "stale_timeout_s": "An input silent for this long (s) is reported stale (WARN; ERROR if both).",
+    "stale_timeout_s": "A camera silent (or sending unusable images) for this long (s) is "
+    "missing: the node runs on the other camera alone (mode thermal_only / rgb_only, WARN; "
+    "none: ERROR).",
     "diagnostics_period_s": "Period (s) of the /diagnostics status.",
     "max_rate_hz": "Cap on processed pairs per second (0 = as fast as inference allows); "
     "newer pairs replace waiting ones, drops are counted.",
@@ -189,6 +222,15 @@ PARAMETERS: dict[str, str] = {
     "before the network; false = the input is rectified already (image_rect), geometry from P.",
     "rgb_rectify": "Rectify RGB images whose camera_info has non-zero D (raw input) before the "
     "network; false = the input is rectified already (image_rect), geometry from P.",
+    "check_image_usable": "Treat a black or saturated RGB image, or a flat thermal image, as a "
+    "missing camera (single-camera mode), as one silent for stale_timeout_s is.",
+    "min_confidence": "Depth pixels whose confidence (exp(-sigma), 0.9 = ~10 % expected relative "
+    "error) is below this are published as NaN, in the depth and the cloud (0 = off; needs a "
+    "model with confidence outputs).",
+    "colored_min_depth_m": "Depth (m) drawn at the near (blue) end of the TURBO colours of "
+    "{view}/depth/colored.",
+    "colored_max_depth_m": "Depth (m) drawn at the far (red) end of the TURBO colours of "
+    "{view}/depth/colored.",
 }
 
 

@@ -8,7 +8,19 @@ half-pixel rule of geometry.scale_intrinsics), camera_info with D = 0 and R = I.
 The node feeds it message objects and publishes what comes out; the benchmark
 (bench/node_overhead.py) and the tests drive it directly. Inference stays outside so its cost
 can be measured on its own: `prepare()` gives the network inputs, the caller runs
-`backend.infer`, `postprocess()` turns the depth maps into Image/CameraInfo/PointCloud2 messages.
+`backend.infer_outputs`, `postprocess()` turns the depth (and confidence) maps into
+Image/CameraInfo/PointCloud2 messages, plus the confidence image and, on request, the colourised
+depth.
+
+Single-camera inputs (the node's degraded mode): `prepare` takes None for a missing camera, feeds
+the network `preprocess.missing_input` for it (what modality-dropout training fed) and publishes
+only the views whose camera is present (`Prepared.views`).
+
+Confidence (models with an uncertainty head): `{view}/depth/confidence` 32FC1, same size and
+header as the depth, value exp(-sigma) in (0, 1] where sigma is the predicted expected
+|log(depth / true depth)| (0.9: about 10 % expected relative error); resized like the depth for
+output_size camera; NaN wherever the depth is NaN. `min_confidence` > 0 masks depth pixels of
+lower confidence as NaN (so also in the cloud).
 """
 from __future__ import annotations
 
@@ -24,9 +36,11 @@ from std_msgs.msg import Header
 from depth_fusion_ros import preprocess
 from depth_fusion_ros.camera_model import CameraInfoError, CameraModel, Rectifier, camera_model
 from depth_fusion_ros.clouds import empty_cloud, xyz_intensity_points, xyz_rgb_points
-from depth_fusion_ros.compressed import compressed_to_numpy
+from depth_fusion_ros.compressed import compressed_format_error, compressed_to_numpy
+from depth_fusion_ros.degraded import sampled_usability
 from depth_fusion_ros.geometry import RayCache, mask_depth_range, scale_intrinsics
 from depth_fusion_ros.ros_image import ImageDecodeError, empty_image, image_to_numpy
+from depth_fusion_ros.viz import colorize_depth
 
 VIEWS = ("thermal", "rgb")
 THERMAL_ENCODINGS = ("mono16", "16UC1", "mono8", "8UC1")
@@ -59,18 +73,23 @@ class PipelineConfig:
     # Cameras whose raw images (camera_info D non-zero) are rectified before the network; the
     # others are taken as rectified already (e.g. image_proc's image_rect), geometry from P.
     rectify: tuple[str, ...] = VIEWS
+    # Depth pixels whose confidence is below this are NaN (0 = off; needs confidence outputs).
+    min_confidence: float = 0.0
+    # Fixed metres range of the colourised depth (viz.colorize_depth: TURBO, near = blue).
+    colored_range_m: tuple[float, float] = (0.0, 80.0)
 
 
 @dataclass
 class Prepared:
-    """One decoded, validated pair and its network inputs."""
+    """One decoded, validated input (a pair, or one camera alone) and its network inputs."""
 
-    headers: dict[str, object]  # view -> std_msgs/Header of the input image
-    camera_hw: dict[str, tuple[int, int]]  # view -> input image (height, width)
+    headers: dict[str, object]  # camera -> std_msgs/Header of its input image (present ones)
+    camera_hw: dict[str, tuple[int, int]]  # camera -> input image (height, width)
     models: dict[str, CameraModel]  # published views (and others with a camera_info)
-    rgb: np.ndarray  # [H, W, 3] uint8 RGB order (or [H, W] mono), rectified, for cloud colours
-    thermal_input: np.ndarray  # [1, 1, h, w] float32 normalised
-    rgb_input: np.ndarray  # [1, 3, h, w] float32 normalised
+    rgb: np.ndarray | None  # [H, W, 3] uint8 RGB (or [H, W] mono), rectified; None if missing
+    thermal_input: np.ndarray  # [1, 1, h, w] float32 normalised (missing_input if missing)
+    rgb_input: np.ndarray  # [1, 3, h, w] float32 normalised (missing_input if missing)
+    views: tuple[str, ...] = VIEWS  # views to publish: configured ones whose camera is present
 
 
 @dataclass
@@ -78,6 +97,18 @@ class ViewOutput:
     image: Image
     info: CameraInfo
     cloud: object | None  # sensor_msgs/PointCloud2 when requested
+    confidence: Image | None = None  # 32FC1 exp(-sigma), for models with confidence outputs
+    colored: Image | None = None  # rgb8 colourised depth, when requested
+
+
+@dataclass
+class DecodedImage:
+    """An image already decoded (a compressed one the node decoded on arrival to judge its
+    usability), passed on so that it is not decoded twice."""
+
+    header: object  # std_msgs/Header
+    pixels: np.ndarray  # as image_to_numpy / compressed_to_numpy give them for `encoding`
+    encoding: str
 
 
 class SerializedImage:
@@ -139,6 +170,38 @@ class SerializedImage:
         self.data = buf[pos:pos + size]
 
 
+def accept_image(view: str, msg, judge_usability: bool = False) -> tuple[object, str | None]:
+    """What the subscription callback does with an image before it is routed: check format,
+    encoding and size and, with judge_usability, why it cannot help the network
+    (degraded.image_usability on a sample of its pixels).
+
+    A compressed image is only decoded to be judged (else decoding is the worker's, so the
+    executor keeps draining); it then goes on as a DecodedImage so it is not decoded twice.
+    Args:
+        msg: serialized Image bytes (a raw subscription), sensor_msgs/Image or CompressedImage.
+    Returns:
+        (message to route, why it is unusable or None; always None without judge_usability).
+    Raises:
+        BadInput(view, "image", reason) for a message that cannot be used.
+    """
+    try:
+        if isinstance(msg, bytes):
+            msg = SerializedImage(msg)
+        if hasattr(msg, "format"):  # sensor_msgs/CompressedImage
+            problem = compressed_format_error(msg, allowed=ENCODINGS[view])
+            if problem is not None:
+                raise problem
+            if not judge_usability:
+                return msg, None
+            pixels, encoding = compressed_to_numpy(msg, allowed=ENCODINGS[view])
+            msg = DecodedImage(msg.header, pixels, encoding)
+        else:
+            pixels = image_to_numpy(msg, allowed=ENCODINGS[view])  # a view, no copy
+    except ImageDecodeError as err:
+        raise BadInput(view, "image", err.reason, str(err)) from err
+    return msg, (sampled_usability(view, pixels) if judge_usability else None)
+
+
 def camera_info_error(info: CameraInfo, rectify: bool = True) -> tuple[str, str] | None:
     """(reason, message) if a CameraInfo cannot be used for geometry, else None.
 
@@ -177,32 +240,46 @@ class DepthPipeline:
 
     def prepare(self, thermal_msg, rgb_msg, thermal_info: CameraInfo | None,
                 rgb_info: CameraInfo | None) -> Prepared:
-        """Decode, rectify and preprocess a pair. Raises BadInput naming the view and reason.
+        """Decode, rectify and preprocess a pair, or one camera alone (the other's message None).
+        Raises BadInput naming the view and reason.
 
         Args:
-            thermal_msg, rgb_msg: sensor_msgs/Image, SerializedImage or CompressedImage.
+            thermal_msg, rgb_msg: sensor_msgs/Image, SerializedImage, CompressedImage,
+                DecodedImage, or None for a missing camera (at least one given).
         """
-        pixels, models = {}, {}
+        pixels, models, headers = {}, {}, {}
         for view, msg, info in (("thermal", thermal_msg, thermal_info), ("rgb", rgb_msg, rgb_info)):
+            if msg is None:
+                continue
             image = _decode(view, msg)
             model = self._model(view, info, image.shape[:2])
             if model is not None:
                 models[view] = model
                 if model.needs_rectification:
                     image = self.rectifier.rectify(view, image, model)
-            pixels[view] = image
+            pixels[view], headers[view] = image, msg.header
+        if not pixels:
+            raise ValueError("prepare needs the image of at least one camera")
         net_hw = self.config.network_hw
+        # Both images are stretched to the network size, whatever their aspect ratio: the
+        # training does the same to MS2's 1224x384 RGB (DESIGN.md section 2), and the per-axis
+        # intrinsics of the published depth keep the geometry exact.
+        thermal = (preprocess.preprocess_thermal(pixels["thermal"], net_hw) if "thermal" in pixels
+                   else self._missing("thermal"))
+        rgb = (preprocess.preprocess_rgb(pixels["rgb"], net_hw) if "rgb" in pixels
+               else self._missing("rgb"))
         return Prepared(
-            headers={"thermal": thermal_msg.header, "rgb": rgb_msg.header},
-            camera_hw={view: image.shape[:2] for view, image in pixels.items()},
-            models=models,
-            rgb=pixels["rgb"],
-            # Both images are stretched to the network size, whatever their aspect ratio: the
-            # training does the same to MS2's 1224x384 RGB (DESIGN.md section 2), and the
-            # per-axis intrinsics of the published depth keep the geometry exact.
-            thermal_input=preprocess.preprocess_thermal(pixels["thermal"], net_hw)[None],
-            rgb_input=preprocess.preprocess_rgb(pixels["rgb"], net_hw)[None],  # [1, 3, h, w]
-        )
+            headers=headers, camera_hw={view: image.shape[:2] for view, image in pixels.items()},
+            models=models, rgb=pixels.get("rgb"),
+            thermal_input=thermal[None], rgb_input=rgb[None],  # [1, C, h, w]
+            views=tuple(v for v in self.config.views if v in pixels))
+
+    def _missing(self, modality: str) -> np.ndarray:
+        """preprocess.missing_input of the network size, made once (it is never written)."""
+        key = ("missing", modality)
+        if key not in self._buffers:
+            self._buffers[key] = preprocess.missing_input(modality, self.config.network_hw)
+        return self._buffers[key]
 
     def _model(self, view: str, info: CameraInfo | None,
                image_hw: tuple[int, int]) -> CameraModel | None:
@@ -226,41 +303,72 @@ class DepthPipeline:
         return model
 
     def postprocess(self, prepared: Prepared, depths: dict[str, np.ndarray],
-                    clouds: dict[str, bool]) -> dict[str, ViewOutput]:
-        """Depth maps [h, w] metres (network size) -> messages per published view.
+                    clouds: dict[str, bool], confidences: dict[str, np.ndarray] | None = None,
+                    colored: dict[str, bool] | None = None) -> dict[str, ViewOutput]:
+        """Depth maps [h, w] metres (network size) -> messages per view of `prepared.views`.
 
         Args:
             clouds: view -> whether to build its point cloud (someone subscribes).
+            confidences: view -> [h, w] confidence (Backend.infer_outputs' "confidence");
+                views without one get no confidence image.
+            colored: view -> whether to build its colourised depth (someone subscribes).
         """
+        confidences, colored = confidences or {}, colored or {}
         outputs = {}
-        for view in self.config.views:
+        for view in prepared.views:
             if view not in depths:
                 raise KeyError(f"the model gave no '{view}' depth (it outputs {sorted(depths)})")
-            outputs[view] = self._view(prepared, view, depths[view], clouds.get(view, False))
+            outputs[view] = self._view(prepared, view, depths[view], confidences.get(view),
+                                       clouds.get(view, False), colored.get(view, False))
         return outputs
 
     def _view(self, prepared: Prepared, view: str, depth_net: np.ndarray,
-              want_cloud: bool) -> ViewOutput:
+              confidence_net: np.ndarray | None, want_cloud: bool,
+              want_colored: bool) -> ViewOutput:
         cfg = self.config
         cam_h, cam_w = prepared.camera_hw[view]
         model = prepared.models[view]
-        depth_net = np.asarray(depth_net, dtype=np.float32).reshape(cfg.network_hw)  # [h, w]
         header = prepared.headers[view]
         out_hw = (cam_h, cam_w) if cfg.output_size == "camera" else cfg.network_hw
-        image, depth = self._message(("image", view, out_hw),
-                                     lambda: empty_image(*out_hw, "32FC1", header), header)
+        image, depth = self._map(("image", view, out_hw), depth_net, header)
         p = model.p  # [3, 4] the rectified image's geometry at the camera size
-        if cfg.output_size == "camera":  # depth: [H, W] view of image.data
-            depth[...] = cv2.resize(depth_net, (cam_w, cam_h), interpolation=cv2.INTER_LINEAR)
-        else:
-            depth[...] = depth_net  # the message owns a copy; the backend's buffer is untouched
+        if cfg.output_size != "camera":
             p = scale_intrinsics(p, (cam_w, cam_h), (out_hw[1], out_hw[0]))
         if model.needs_rectification:  # no measurement where the rectified image had no pixel
             depth[self.rectifier.invalid_mask(view, model, out_hw)] = np.nan
         mask_depth_range(depth, cfg.min_depth_m, cfg.max_depth_m)
+        confidence = None
+        if confidence_net is not None:
+            confidence, values = self._map(("confidence", view, out_hw), confidence_net, header)
+            if cfg.min_confidence > 0.0:
+                depth[values < cfg.min_confidence] = np.nan
+            values[np.isnan(depth)] = np.nan
         info = _rectified_camera_info(header, depth.shape, p)
         cloud = self._cloud(prepared, view, depth, p[:, :3], header) if want_cloud else None
-        return ViewOutput(image, info, cloud)
+        return ViewOutput(image, info, cloud, confidence,
+                          self._colored(view, depth, header) if want_colored else None)
+
+    def _map(self, key: tuple, net_map: np.ndarray, header) -> tuple[Image, np.ndarray]:
+        """A 32FC1 message of the output size (key[2]) holding a network-size map, resized
+        bilinearly to the camera size for output_size camera. Returns (message, [H, W] view)."""
+        out_hw = key[2]
+        net_map = np.asarray(net_map, dtype=np.float32).reshape(self.config.network_hw)  # [h, w]
+        msg, values = self._message(key, lambda: empty_image(*out_hw, "32FC1", header), header)
+        if tuple(out_hw) != tuple(self.config.network_hw):
+            values[...] = cv2.resize(net_map, (out_hw[1], out_hw[0]),
+                                     interpolation=cv2.INTER_LINEAR)
+        else:
+            values[...] = net_map  # the message owns a copy; the backend's buffer is untouched
+        return msg, values
+
+    def _colored(self, view: str, depth: np.ndarray, header) -> Image:
+        """rgb8 colourised depth: viz.colorize_depth without the scale bar (the demo's colours)
+        on the fixed colored_range_m; NaN black."""
+        low_m, high_m = self.config.colored_range_m
+        msg, pixels = self._message(("colored", view, depth.shape),
+                                    lambda: empty_image(*depth.shape, "rgb8", header), header)
+        pixels[...] = colorize_depth(depth, high_m, min_depth_m=low_m, scale_bar=False)
+        return msg
 
     def _cloud(self, prepared: Prepared, view: str, depth: np.ndarray, k: np.ndarray, header):
         """Organised cloud of one view, written straight into the message's data."""
@@ -305,6 +413,9 @@ class DepthPipeline:
 
 def _decode(view: str, msg) -> np.ndarray:
     """Pixels of an Image, SerializedImage or CompressedImage; colour in RGB order."""
+    if isinstance(msg, DecodedImage):
+        pixels, encoding = msg.pixels, msg.encoding
+        return cv2.cvtColor(pixels, cv2.COLOR_BGR2RGB) if encoding == "bgr8" else pixels
     try:
         if hasattr(msg, "format"):  # sensor_msgs/CompressedImage
             pixels, encoding = compressed_to_numpy(msg, allowed=ENCODINGS[view])

@@ -1,5 +1,6 @@
-"""Approximate-time pairing of two message streams (thermal and RGB) by header stamp, and the
-hand-over of pairs to the inference worker (PairQueue).
+"""Approximate-time pairing of two message streams (thermal and RGB) by header stamp, the
+single-camera routing around it (InputRouter), and the hand-over to the inference worker
+(PairQueue).
 
 message_filters is not installable in a pip ROS 2 environment, so this is our own two-stream
 version of its ApproximateTime policy idea: a pair is emitted only once it is certain that no
@@ -24,7 +25,10 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
+from depth_fusion_ros.degraded import ModeTracker
+
 STREAMS = (0, 1)
+CAMERAS = ("thermal", "rgb")  # stream 0, stream 1
 
 
 @dataclass
@@ -61,10 +65,15 @@ class ApproximateTimeSync:
 
     def reset(self) -> None:
         """Forget everything queued and the last stamps (counted as dropped-unmatched)."""
+        self.drop_pending()
+        self._last_ns = [None, None]
+
+    def drop_pending(self) -> None:
+        """Forget the messages waiting for a partner (counted as dropped-unmatched); the last
+        stamps stay, so stamps going backwards are still noticed."""
         for stream in STREAMS:
             self.stats.unmatched[stream] += len(self._queues[stream])
             self._queues[stream].clear()
-        self._last_ns = [None, None]
 
     def add(self, stream: int, stamp_ns: int, item: Any) -> tuple[Any, Any] | None:
         """Offer one message; returns the newest completed pair (item0, item1), if any.
@@ -81,6 +90,14 @@ class ApproximateTimeSync:
         The node hands each to its PairQueue, whose policy decides what is dropped (and counts
         it), so a frame that paired is never lost silently.
         """
+        if self.check_order(stream, stamp_ns) is not None:
+            return []
+        return self.add_checked(stream, stamp_ns, item)
+
+    def check_order(self, stream: int, stamp_ns: int) -> str | None:
+        """The stamp rules alone: "backwards" (both queues cleared, counted as a reset),
+        "repeated" (counted), or None: the stamp is now the stream's last, and the message may be
+        queued with add_checked, or used without pairing (the node's single-camera mode)."""
         if stream not in STREAMS:
             raise ValueError(f"stream must be 0 or 1, got {stream}")
         last = self._last_ns[stream]
@@ -88,15 +105,19 @@ class ApproximateTimeSync:
             self.stats.backwards[stream] += 1
             self.stats.resets += 1
             self.reset()
-            return []
+            return "backwards"
         if last is not None and stamp_ns == last:
             self.stats.repeated[stream] += 1
-            return []
+            return "repeated"
         if last is not None:
             gap_ns = stamp_ns - last
             min_gap = self._min_gap_ns[stream]
             self._min_gap_ns[stream] = gap_ns if min_gap is None else min(min_gap, gap_ns)
         self._last_ns[stream] = stamp_ns
+        return None
+
+    def add_checked(self, stream: int, stamp_ns: int, item: Any) -> list[tuple[Any, Any]]:
+        """Queue a message whose stamp check_order accepted; returns the pairs it completed."""
         queue = self._queues[stream]
         queue.append((stamp_ns, item))
         if len(queue) > self.queue_size:
@@ -152,6 +173,83 @@ class ApproximateTimeSync:
     def _drop_head(self, stream: int) -> None:
         self._queues[stream].popleft()
         self.stats.unmatched[stream] += 1
+
+
+@dataclass(frozen=True)
+class Work:
+    """One input for the worker: the usable images of a pair, or one camera's image alone."""
+
+    frames: dict[str, Any]  # camera ("thermal" | "rgb") -> message; only usable images
+    paired: bool  # came out of the pairing (a pair with an unusable image goes on without it)
+
+    @property
+    def mode(self) -> str:
+        """The mode this input runs in: fused, thermal_only or rgb_only."""
+        return "fused" if len(self.frames) == 2 else f"{next(iter(self.frames))}_only"
+
+    @property
+    def stamp_ns(self) -> int:
+        """Header stamp of the first image (thermal if present): what the latency is timed from."""
+        stamp = next(iter(self.frames.values())).header.stamp
+        return stamp.sec * 1_000_000_000 + stamp.nanosec
+
+
+@dataclass
+class Arrival:
+    """What became of one arriving image."""
+
+    work: list[Work]  # for the worker, oldest first (usually none or one)
+    mode: str  # the mode after this image (degraded.ModeTracker)
+    reason: str
+    stamp_problem: str | None = None  # "backwards" | "repeated": the image was dropped
+
+
+class InputRouter:
+    """Where each arriving image goes: the node's single-camera mode (DESIGN.md section 2).
+
+    The mode is the tracker's, decided on every arrival, so the first image after the other
+    camera went stale already runs alone.
+    - fused: images are paired (ApproximateTimeSync); an unusable image of a pair is left out
+      and the pair goes on as the other camera's image.
+    - thermal_only / rgb_only: the surviving camera's usable images go on one by one, unpaired;
+      the missing camera's (unusable) images are dropped. Entering it drops the images waiting
+      for a partner (counted unmatched): they are up to stale_timeout_s old, and a partner
+      arriving late could otherwise complete a pair older than the single images already sent.
+    - none: nothing goes on.
+    Every image passes the sync's stamp rules (backwards, repeated) in every mode; an input with
+    no usable image of a published view is counted in `skipped`. Not thread-safe (one thread).
+    """
+
+    def __init__(self, sync: ApproximateTimeSync, tracker: ModeTracker,
+                 published: tuple[str, ...]):
+        self.sync, self.tracker = sync, tracker
+        self.published = frozenset(published)  # cameras whose view is published
+        self.skipped = 0
+
+    def add(self, camera: str, stamp_ns: int, item: Any, now_s: float,
+            unusable: str | None = None) -> Arrival:
+        """One image of `camera` arrived at now_s (monotonic); `unusable`: why it carries
+        nothing (degraded.image_usability), None if usable or not checked."""
+        problem = self.sync.check_order(CAMERAS.index(camera), stamp_ns)
+        if problem is not None:
+            return Arrival([], *self.tracker.mode(now_s), problem)
+        self.tracker.record(camera, now_s, unusable)
+        mode, reason = self.tracker.mode(now_s)
+        if mode == "fused":
+            pairs = self.sync.add_checked(CAMERAS.index(camera), stamp_ns, (item, unusable))
+            work = [self._work(dict(zip(CAMERAS, pair, strict=True)), True) for pair in pairs]
+        else:
+            self.sync.drop_pending()
+            work = ([self._work({camera: (item, unusable)}, False)]
+                    if mode == f"{camera}_only" else [])
+        return Arrival([w for w in work if w is not None], mode, reason)
+
+    def _work(self, frames: dict[str, tuple[Any, str | None]], paired: bool) -> Work | None:
+        usable = {cam: item for cam, (item, why) in frames.items() if why is None}
+        if not usable.keys() & self.published:
+            self.skipped += 1
+            return None
+        return Work(usable, paired)
 
 
 class PairQueue:

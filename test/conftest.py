@@ -33,3 +33,20 @@ def tiny_onnx_model(tmp_path_factory):
     from model_fixtures import make_tiny_onnx
 
     return make_tiny_onnx(tmp_path_factory.mktemp("tiny_model"))
+
+
+@pytest.fixture(scope="session")
+def tiny_confidence_onnx_model(tmp_path_factory):
+    """The same seeded tiny model WITH the uncertainty head (`ModelConfig(variant="tiny", ...,
+    uncertainty_head=True)`), exported to ONNX: its sidecar lists confidence outputs per view."""
+    from model_fixtures import make_tiny_confidence_onnx
+
+    return make_tiny_confidence_onnx(tmp_path_factory.mktemp("tiny_confidence_model"))
+
+
+@pytest.fixture(scope="session")
+def tiny_thermal_only_onnx_model(tmp_path_factory):
+    """A seeded tiny thermal_only baseline (thermal input and view only) exported to ONNX."""
+    from model_fixtures import make_tiny_baseline_onnx
+
+    return make_tiny_baseline_onnx(tmp_path_factory.mktemp("tiny_thermal_model"), "thermal_only")
