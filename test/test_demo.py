@@ -55,3 +55,17 @@ def test_quick_demo_end_to_end(tmp_path: Path):
                            cwd=REPO_ROOT, capture_output=True, text=True, timeout=600)
     assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
     assert "reusing" in again.stdout and again.stdout.count("reusing") >= 3
+
+
+def test_demo_model_card_counts_training_time_over_resumed_sessions(tmp_path):
+    from training.demo_model import training_seconds
+
+    (tmp_path / "train.log").write_text(
+        "2026-12-01 13:00:00 INFO run folder x on cpu (world size 1)\n"
+        "2026-12-01 13:30:00 INFO step 100 loss 1.0\n"
+        "Traceback (most recent call last):\n"  # a line without a stamp is skipped
+        "2026-12-01 14:50:00 INFO run folder x on cpu (world size 1)\n"
+        "2026-12-01 14:50:01 INFO resumed from x/last.pt at step 100\n"
+        "2026-12-01 15:00:00 INFO done at step 200\n")
+    seconds, sessions = training_seconds(tmp_path)
+    assert (seconds, sessions) == (30 * 60 + 10 * 60, 2)  # the pause between them not counted

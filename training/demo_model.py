@@ -94,6 +94,28 @@ def metrics_markdown(metrics: dict) -> str:
     return "\n".join(lines)
 
 
+def training_seconds(run_dir: Path) -> tuple[float, int]:
+    """(wall-clock seconds of training, sessions) from the run's train.log: each session (a
+    start, or a resume after an interruption) runs from its "run folder" line to its last line."""
+    from datetime import datetime
+
+    sessions: list[list[datetime]] = []
+    for line in (run_dir / "train.log").read_text().splitlines():
+        try:
+            stamp = datetime.strptime(line[:19], "%Y-%m-%d %H:%M:%S")
+        except ValueError:
+            continue  # a continuation line (e.g. a traceback)
+        if " INFO run folder " in line or not sessions:
+            sessions.append([stamp, stamp])
+        sessions[-1][1] = stamp
+    return sum((end - begin).total_seconds() for begin, end in sessions), len(sessions)
+
+
+def _shown(cmd: list[str]) -> str:
+    """A command as a person would type it: `python`, paths inside the repository relative."""
+    return " ".join(["python"] + [a.replace(f"{REPO_ROOT}/", "") for a in cmd[1:]])
+
+
 def publish(ckpt: Path, train_cmd: list[str], metrics: dict, seconds: float) -> None:
     """Weights-only checkpoint plus provenance, and its Markdown card, atomically."""
     from depth_fusion_ros.fileio import atomic_write_text
@@ -101,18 +123,23 @@ def publish(ckpt: Path, train_cmd: list[str], metrics: dict, seconds: float) -> 
     from training.export import git_commit
 
     payload = load_checkpoint(ckpt)
-    provenance = {"train_command": " ".join(train_cmd), "train_data_args": TRAIN_DATA_ARGS,
+    train_s, sessions = training_seconds(ckpt.parent)
+    provenance = {"train_command": _shown(train_cmd), "train_data_args": TRAIN_DATA_ARGS,
                   "demo_data_args": DEMO_DATA_ARGS, "source_git_commit": git_commit(),
                   "created": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-                  "wall_s": round(seconds), "torch": torch.__version__,
+                  "wall_s": round(seconds), "train_wall_s": round(train_s),
+                  "train_sessions": sessions, "torch": torch.__version__,
                   "threads": torch.get_num_threads()}
     slim = {"model": payload["model"], "config": payload["config"], "step": payload["step"],
             "best_abs_rel": payload.get("best_abs_rel"), "provenance": provenance,
             "metrics": metrics}
     atomic_torch_save(slim, MODEL_PATH)
     card = (f"# training/models/demo_model.pt\n\nMade by `make demo-model` "
-            f"(`python -m training.demo_model`) on {provenance['created']} in "
-            f"{seconds / 60:.0f} min, source commit {provenance['source_git_commit']}.\n\n"
+            f"(`python -m training.demo_model`) on {provenance['created']}, source commit "
+            f"{provenance['source_git_commit']}. Training took {train_s / 60:.0f} min of wall "
+            f"clock on this machine ({torch.get_num_threads()} torch thread(s)"
+            f"{f', {sessions} sessions: resumed from last.pt' if sessions > 1 else ''}); this "
+            f"command {seconds / 60:.0f} min.\n\n"
             f"- training data: `python -m training.synthetic {' '.join(TRAIN_DATA_ARGS)}`\n"
             f"- training: `{provenance['train_command']}` (config "
             f"`{CONFIG.relative_to(REPO_ROOT)}`, step {payload['step']}, best.pt by validation)\n"
