@@ -35,7 +35,8 @@ test: setup
 demo: setup
 	$(ROS_ENV) $(PY) -m training.demo $(DEMO_ARGS)
 
-# Re-make training/models/demo_model.pt, the model `make demo` ships (about an hour on 2 cores).
+# Re-make training/models/demo_model.pt, the model `make demo` ships (110 min of training on
+# this 2-core machine, 2026-12-01).
 demo-model: setup
 	$(PY) -m training.demo_model $(DEMO_MODEL_ARGS)
 
