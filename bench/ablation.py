@@ -273,8 +273,12 @@ def main(argv: list[str] | None = None) -> int:
           f"({time.monotonic() - start:.0f} s)")
     if args.record:
         cmd = "bench/ablation.py " + " ".join(argv if argv is not None else sys.argv[1:])
+        stamp = data_root / "generator_args.json"  # written by training.demo_model's generate
+        data = (f"data `python -m training.synthetic {' '.join(json.loads(stamp.read_text()))}`; "
+                if stamp.is_file() else "")
         record("Fusion ablation on the synthetic data (abs_rel, mean ± std over seeds)", text,
-               cmd, f"config {args.config.relative_to(REPO_ROOT)}; plot {out / 'ablation.png'}")
+               cmd, f"{data}config {args.config.relative_to(REPO_ROOT)}; "
+               f"plot {out / 'ablation.png'}")
     return 0
 
 

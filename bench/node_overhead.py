@@ -1,7 +1,8 @@
 """Per-pair depth_fusion_node overhead without inference, against two baselines and the limit.
 
-Measures, per thermal (mono16 640x256) + RGB (rgb8 1224x384) pair: decode both Image messages,
-preprocess both, then from two 640x256 depth maps build and serialise (rclpy.serialization) two
+Measures, per thermal (mono16 640x256) + RGB (rgb8 1224x384) pair: the subscription callbacks'
+checks (accept_image: format, size and the check_image_usable statistics), decode both Image
+messages, preprocess both, then from two 640x256 depth maps build and serialise (rclpy.serialization) two
 depth images, two camera_infos and two organised clouds. Inference is excluded (a fixed depth map
 stands in for it). Compared with:
 - a naive baseline: float copies and np.percentile, a per-pixel Python loop for the points and
@@ -31,7 +32,7 @@ from sensor_msgs.msg import CameraInfo, Image, PointCloud2, PointField
 from tqdm import tqdm
 
 from depth_fusion_ros.malloc_tuning import keep_large_buffers_in_heap
-from depth_fusion_ros.pipeline import DepthPipeline, PipelineConfig
+from depth_fusion_ros.pipeline import DepthPipeline, PipelineConfig, accept_image
 from depth_fusion_ros.ros_image import numpy_to_image
 
 NET_HW = (256, 640)
@@ -53,6 +54,10 @@ def _inputs():
 
 
 def ours(pipeline, thermal, rgb, infos, depths) -> int:
+    # the subscription callbacks' checks (format, size, check_image_usable), then the worker's
+    thermal, unusable_t = accept_image("thermal", thermal, judge_usability=True)
+    rgb, unusable_r = accept_image("rgb", rgb, judge_usability=True)
+    assert unusable_t is None and unusable_r is None
     prepared = pipeline.prepare(thermal, rgb, infos[0], infos[1])
     outputs = pipeline.postprocess(prepared, depths, {"thermal": True, "rgb": True})
     size = 0
