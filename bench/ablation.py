@@ -44,6 +44,8 @@ ARMS: dict[str, tuple[list[str], str]] = {
     "fused_dropout": (["data.modality_dropout_p=0.2"],
                       "fused, one modality blanked in 20 % of the training samples (as the demo "
                       "model)"),
+    "fused_dropout50": (["data.modality_dropout_p=0.5"],
+                        "fused, one modality blanked in 50 % of the training samples"),
 }
 SINGLE = {"thermal": "thermal_only", "rgb": "rgb_only"}
 REPORTED = ("abs_rel", "rmse", "d1")
@@ -181,14 +183,20 @@ def degraded_markdown(agg: dict, arms: list[str]) -> str:
             lines.append(f"| {view} / {split} | " + " | ".join(_cell(x) for x in alone)
                          + f" | {_cell(single)} | "
                          + " | ".join(_change(x, single) for x in alone) + " |")
-    if "fused_dropout" in agg and "fused" in agg:
-        lines += ["", "cost of modality dropout on full input: fused_dropout vs fused "
-                      "(metric abs_rel)", "", "| view / split | fused | fused_dropout | change |",
-                  "|---|---|---|---|"]
+    dropout_arms = [a for a in fused_arms if a.startswith("fused_dropout")]
+    if dropout_arms and "fused" in agg:
+        lines += ["", f"cost of modality dropout on full input: {', '.join(dropout_arms)} vs "
+                      "fused (metric abs_rel)", "",
+                  "| view / split | fused | " + " | ".join(dropout_arms) + " | "
+                  + " | ".join(f"change {a}" for a in dropout_arms) + " |",
+                  "|---" * (2 + 2 * len(dropout_arms)) + "|"]
         for view in ("thermal", "rgb"):
             for split in splits:
-                a, b = _stat(agg, "fused_dropout", split, view), _stat(agg, "fused", split, view)
-                lines.append(f"| {view} / {split} | {_cell(b)} | {_cell(a)} | {_change(a, b)} |")
+                b = _stat(agg, "fused", split, view)
+                dropped = [_stat(agg, a, split, view) for a in dropout_arms]
+                lines.append(f"| {view} / {split} | {_cell(b)} | "
+                             + " | ".join(_cell(a) for a in dropped) + " | "
+                             + " | ".join(_change(a, b) for a in dropped) + " |")
     return "\n".join(lines)
 
 

@@ -66,3 +66,34 @@ def test_ablation_table_plot_and_reuse(data_root, tmp_path):
     assert stamps == {p: p.stat().st_mtime_ns for p in stamps}
     with pytest.raises(SystemExit, match="unknown arm"):
         ablation.main(args[:-1] + ["fused,mystery"])
+
+
+def test_degraded_tables_compare_every_dropout_arm_with_fused():
+    import ablation
+
+    def cell(mean):  # aggregate's [mean, std, n] for one view of one split
+        return {"abs_rel": [mean, 0.01, 3]}
+
+    agg = {
+        "fused": {"test_day": {"metric": {"thermal": cell(0.10), "rgb": cell(0.20),
+                                          "thermal_alone": cell(0.15), "rgb_alone": cell(0.30)}}},
+        "fused_dropout": {"test_day": {"metric": {"thermal": cell(0.11), "rgb": cell(0.19),
+                                                  "thermal_alone": cell(0.12),
+                                                  "rgb_alone": cell(0.22)}}},
+        "fused_dropout50": {"test_day": {"metric": {"thermal": cell(0.12), "rgb": cell(0.20),
+                                                    "thermal_alone": cell(0.105),
+                                                    "rgb_alone": cell(0.21)}}},
+        "thermal_only": {"test_day": {"metric": {"thermal": cell(0.10)}}},
+        "rgb_only": {"test_day": {"metric": {"rgb": cell(0.20)}}},
+    }
+    text = ablation.degraded_markdown(agg, list(agg))
+    lines = text.splitlines()
+    assert ("| thermal / test_day | 0.1500 ± 0.0100 | 0.1200 ± 0.0100 | 0.1050 ± 0.0100 | "
+            "0.1000 ± 0.0100 | +50.0 % | +20.0 % | +5.0 % |") in lines
+    cost = lines[lines.index(next(x for x in lines if x.startswith("cost of modality dropout"))):]
+    assert cost[0].startswith("cost of modality dropout on full input: fused_dropout, "
+                              "fused_dropout50 vs fused")
+    assert ("| thermal / test_day | 0.1000 ± 0.0100 | 0.1100 ± 0.0100 | 0.1200 ± 0.0100 | "
+            "+10.0 % | +20.0 % |") in cost
+    assert ("| rgb / test_day | 0.2000 ± 0.0100 | 0.1900 ± 0.0100 | 0.2000 ± 0.0100 | "
+            "-5.0 % | +0.0 % |") in cost
