@@ -132,7 +132,10 @@ def aggregate(results: dict[str, dict[int, dict]]) -> dict:
 
 
 def _cell(stat: tuple[float, float, int] | None) -> str:
-    return "-" if stat is None else f"{stat[0]:.4f} ± {stat[1]:.4f}"
+    if stat is None:
+        return "-"
+    # one seed has no spread: say so rather than print a standard deviation of 0
+    return f"{stat[0]:.4f} ± {stat[1]:.4f}" if stat[2] > 1 else f"{stat[0]:.4f} (1 seed)"
 
 
 def markdown(agg: dict, arms: list[str], seeds: list[int], mode: str = "metric") -> str:
