@@ -210,8 +210,9 @@ PARAMETERS: dict[str, str] = {
     "engine_workspace_gb": "TensorRT builder workspace limit (GB) of engines the node builds.",
     "engine_calib_data": "MS2 root with real frames for int8 calibration of engines the node "
     "builds (required for precision int8 with backend tensorrt and an .onnx model).",
-    "ort_num_threads": "ONNX Runtime intra-op threads (0 = the usable cores minus one, at most "
-    "8: a thread per core would fight the ROS executor for the CPU).",
+    "ort_num_threads": "ONNX Runtime intra-op threads (0 = the usable cores, at most 8; spinning "
+    "off, so the executor gets the cores between ops). Set fewer on a machine shared with other "
+    "busy processes.",
     "ort_allow_spinning": "Let idle ONNX Runtime threads busy-wait between ops (lower latency, "
     "but they hold their cores; off so the executor and preprocessing keep a core).",
     "thermal_transport": "Thermal input transport: raw (Image on thermal/image_raw) | compressed "

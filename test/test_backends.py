@@ -126,13 +126,13 @@ def test_onnxruntime_threads_and_spinning_are_session_options(onnx_backend, tiny
         create_backend(tiny_onnx_model, device="cpu", num_threads=0)
 
 
-def test_default_threads_leave_a_core_for_the_executor(monkeypatch):
+def test_default_threads_follow_the_usable_cores(monkeypatch):
     import os
 
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1})
-    assert default_num_threads() == 1
+    assert default_num_threads() == 2
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(4)))
-    assert default_num_threads() == 3
+    assert default_num_threads() == 4
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(64)))
     assert default_num_threads() == 8
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0})

@@ -45,7 +45,7 @@ def create_backend(
             takes an `.onnx` model: its engine comes from the engine cache (built on a miss).
         device: "cpu", "cuda" or "cuda:N" (ONNX Runtime falls back to CPU with a warning, and
             the backend's `device` then says "cpu").
-        num_threads: ONNX Runtime intra-op threads (default: the usable cores minus one, <= 8).
+        num_threads: ONNX Runtime intra-op threads (default: the usable cores, <= 8).
         allow_spinning: ONNX Runtime pool threads busy-wait between ops (default off, so they
             do not hold the cores the ROS executor needs).
         ort_trt_cache_dir: engine/timing cache of ONNX Runtime's TensorRT execution provider
