@@ -47,16 +47,28 @@ def machine_line() -> str:
             + versions("numpy", "opencv-python-headless", "onnxruntime", "torch", "ros-jazzy-rclpy"))
 
 
-def median_ms(fn: Callable[[], object], runs: int, warmup: int = 2) -> float:
-    """Median wall time of `fn()` in milliseconds over `runs` calls after `warmup` calls."""
+def times_ms(fn: Callable[[], object], runs: int, warmup: int = 0,
+             label: str | None = None) -> list[float]:
+    """Wall time of each of `runs` calls of `fn()` in milliseconds, after `warmup` untimed calls;
+    with `label`, a tqdm progress bar of that name."""
     for _ in range(warmup):
         fn()
+    calls = range(runs)
+    if label is not None:
+        from tqdm import tqdm
+
+        calls = tqdm(calls, desc=label, leave=False)
     times = []
-    for _ in range(runs):
+    for _ in calls:
         start = time.perf_counter()
         fn()
         times.append((time.perf_counter() - start) * 1e3)
-    return statistics.median(times)
+    return times
+
+
+def median_ms(fn: Callable[[], object], runs: int, warmup: int = 2) -> float:
+    """Median wall time of `fn()` in milliseconds over `runs` calls after `warmup` calls."""
+    return statistics.median(times_ms(fn, runs, warmup))
 
 
 def record(title: str, table_md: str, command: str, notes: str = "") -> None:

@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import gc
 import math
-import time
 from pathlib import Path
 
+from common import times_ms
 from gpu_report import HEIGHT, WIDTH, Row
 
 
@@ -17,13 +17,7 @@ def percentile(values: list[float], q: float) -> float:
 
 def latency_ms(fn, runs: int, warmup: int) -> tuple[float, float]:
     """(p50, p90) wall ms of `fn()`; fn returns host arrays, so every call is synchronised."""
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        fn()
-        times.append((time.perf_counter() - start) * 1e3)
+    times = times_ms(fn, runs, warmup)
     return percentile(times, 50), percentile(times, 90)
 
 

@@ -27,9 +27,9 @@ import time
 
 import cv2
 import numpy as np
+from common import times_ms
 from rclpy.serialization import serialize_message
 from sensor_msgs.msg import CameraInfo, Image, PointCloud2, PointField
-from tqdm import tqdm
 
 from depth_fusion_ros.malloc_tuning import keep_large_buffers_in_heap
 from depth_fusion_ros.pipeline import DepthPipeline, PipelineConfig, accept_image
@@ -190,15 +190,6 @@ def pair_bytes(thermal, rgb, out_bytes: int) -> int:
     return len(thermal.data) + len(rgb.data) + 2 * out_bytes
 
 
-def _times_ms(fn, pairs: int, label: str) -> list[float]:
-    times = []
-    for _ in tqdm(range(pairs), desc=label, leave=False):
-        start = time.perf_counter()
-        fn()
-        times.append((time.perf_counter() - start) * 1e3)
-    return times
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--pairs", type=int, default=200)
@@ -212,10 +203,10 @@ def main() -> None:
     for _ in range(5):
         ours(pipeline, thermal, rgb, infos, depths)  # warm caches (rays, allocator)
     out_bytes = ours(pipeline, thermal, rgb, infos, depths)
-    ours_t = _times_ms(lambda: ours(pipeline, thermal, rgb, infos, depths), args.pairs, "ours")
-    plain_t = _times_ms(lambda: plain(thermal, rgb, infos, depths), args.pairs, "plain")
-    base_t = _times_ms(lambda: baseline(thermal, rgb, infos, depths), args.baseline_pairs,
-                       "baseline")
+    ours_t = times_ms(lambda: ours(pipeline, thermal, rgb, infos, depths), args.pairs, label="ours")
+    plain_t = times_ms(lambda: plain(thermal, rgb, infos, depths), args.pairs, label="plain")
+    base_t = times_ms(lambda: baseline(thermal, rgb, infos, depths), args.baseline_pairs,
+                      label="baseline")
     ours_ms, base_ms = statistics.median(ours_t), statistics.median(base_t)
     plain_ms = statistics.median(plain_t)
     gb_s = memcpy_gb_per_s()
