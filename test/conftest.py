@@ -50,3 +50,20 @@ def tiny_thermal_only_onnx_model(tmp_path_factory):
     from model_fixtures import make_tiny_baseline_onnx
 
     return make_tiny_baseline_onnx(tmp_path_factory.mktemp("tiny_thermal_model"), "thermal_only")
+
+
+@pytest.fixture
+def harness_factory(tiny_onnx_model, tmp_path):
+    """make(namespace, **node_params) -> test_node.Harness running the node on the tiny model;
+    every harness made is closed after the test."""
+    from test_node import Harness
+
+    made = []
+
+    def make(namespace: str, **params) -> Harness:
+        made.append(Harness(tiny_onnx_model, tmp_path, namespace, **params))
+        return made[-1]
+
+    yield make
+    for harness in made:
+        harness.close()

@@ -295,12 +295,7 @@ def test_player_into_node_and_evaluator(mcap_bag, tiny_onnx_model, tmp_path):
         player_out = player.communicate(timeout=10)[0]
         assert player.returncode == 0, player_out
     finally:
-        for proc in procs:
-            proc.send_signal(signal.SIGINT)
-        outs = [_stop(proc) for proc in procs]
-        executor.shutdown()
-        node.destroy_node()
-        rclpy.shutdown(context=context)
+        outs = _stop_all(procs, executor, node, context)
     assert got["depth"], f"no depth image; node said:\n{outs[0][-3000:]}\nplayer:{player_out}"
     depth = got["depth"][0]
     assert (depth.encoding, depth.header.frame_id) == ("32FC1", "thermal_optical_frame")
@@ -325,6 +320,17 @@ def _stop(proc: subprocess.Popen) -> str:
     except subprocess.TimeoutExpired:
         proc.kill()
         return proc.communicate()[0] + "\n[killed: no exit 20 s after SIGINT]"
+
+
+def _stop_all(procs: list[subprocess.Popen], executor, node, context) -> list[str]:
+    """SIGINT every process and collect its output (_stop), then end the test's rclpy side."""
+    for proc in procs:
+        proc.send_signal(signal.SIGINT)
+    outs = [_stop(proc) for proc in procs]
+    executor.shutdown()
+    node.destroy_node()
+    rclpy.shutdown(context=context)
+    return outs
 
 
 def _read_stamps(bag: Path, topic: str) -> list[int]:
@@ -655,12 +661,7 @@ def test_replay_at_rate_one_loses_no_frame_in_transport(long_bag, tiny_onnx_mode
     try:
         _play_until_scored(long_bag, executor, diagnostics, env)
     finally:
-        for proc in procs:
-            proc.send_signal(signal.SIGINT)
-        outs = [_stop(proc) for proc in procs]
-        executor.shutdown()
-        node.destroy_node()
-        rclpy.shutdown(context=context)
+        outs = _stop_all(procs, executor, node, context)
     status = _node_status(diagnostics)
     assert status, f"no node diagnostics; node said:\n{outs[0][-3000:]}"
     # nothing lost before the node: every frame of the bag formed a pair

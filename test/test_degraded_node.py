@@ -48,19 +48,6 @@ class Cameras:
                                   self.h.received[f"{view}/depth/image"]) if s > after_ns)
 
 
-@pytest.fixture
-def harness_factory(tiny_onnx_model, tmp_path):
-    made = []
-
-    def make(namespace: str, **params) -> Harness:
-        made.append(Harness(tiny_onnx_model, tmp_path, namespace, **params))
-        return made[-1]
-
-    yield make
-    for harness in made:
-        harness.close()
-
-
 def _status_with(h: Harness, mode: str, level: bytes, start: int = 0, timeout_s: float = 5.0):
     """The first /diagnostics status from h.diagnostics[start:] showing this mode and level."""
     def find():

@@ -13,7 +13,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-import pytest
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.executors import SingleThreadedExecutor
@@ -145,19 +144,6 @@ class Harness:
         self.log.close()
         self.node.destroy_node()
         rclpy.shutdown(context=self.context)
-
-
-@pytest.fixture
-def harness_factory(tiny_onnx_model, tmp_path):
-    made = []
-
-    def make(namespace: str, **params) -> Harness:
-        made.append(Harness(tiny_onnx_model, tmp_path, namespace, **params))
-        return made[-1]
-
-    yield make
-    for harness in made:
-        harness.close()
 
 
 def _stamp_ns(header) -> int:
