@@ -9,6 +9,7 @@ import datetime as _dt
 import os
 import platform
 import statistics
+import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -64,6 +65,18 @@ def times_ms(fn: Callable[[], object], runs: int, warmup: int = 0,
         fn()
         times.append((time.perf_counter() - start) * 1e3)
     return times
+
+
+def stop_process(proc: subprocess.Popen, timeout_s: float = 15.0) -> None:
+    """SIGTERM a process still running and wait for it; SIGKILL after `timeout_s`."""
+    if proc.poll() is not None:
+        return
+    proc.terminate()
+    try:
+        proc.wait(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
 
 
 def median_ms(fn: Callable[[], object], runs: int, warmup: int = 2) -> float:

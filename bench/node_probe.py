@@ -21,6 +21,8 @@ import sys
 import time
 from pathlib import Path
 
+from common import stop_process
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -144,7 +146,7 @@ def run_node(params: dict, workdir: Path, *, namespace: str, rate_hz: float, sec
             _settle(executor, diagnostics)
             _summarise(run, received, diagnostics)
     finally:
-        _stop(proc)
+        stop_process(proc, timeout_s=20.0)
         rclpy.shutdown(context=context)
         run.log_tail = "\n".join(log.read_text(errors="replace").splitlines()[-15:])
     return run
@@ -205,13 +207,3 @@ def _summarise(run: NodeRun, received: list, diagnostics: list) -> None:
                 setattr(run, field, float(values[key]))
             except (KeyError, ValueError):
                 pass
-
-
-def _stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()

@@ -29,7 +29,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from common import REPO_ROOT, record
+from common import REPO_ROOT, record, stop_process
 
 PROFILE_VARS = ("FASTRTPS_DEFAULT_PROFILES_FILE", "FASTDDS_DEFAULT_PROFILES_FILE")
 INPUT_TOPICS = ("thermal/image_raw", "rgb/image_raw", "thermal/camera_info", "rgb/camera_info")
@@ -166,12 +166,7 @@ def run_once(args) -> dict:
         exec_s = cpu_seconds(proc.pid, proc.pid) - exec0
         feeder.spin_for(2.5)  # a fresh /diagnostics
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_process(proc)
     values = feeder.node_values()
     latencies_ms = sorted(lat / 1e6 for _, lat in feeder.received["thermal"])
     steady = [t for t, _ in feeder.received["thermal"] if start + 1.0 <= t <= end]
