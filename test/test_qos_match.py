@@ -6,7 +6,7 @@ import time
 
 import pytest
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
-from test_node import VIEWS, Harness, harness_factory  # noqa: F401 - the fixture is used by name
+from test_node import VIEWS, Harness
 
 from depth_fusion_ros.qos_match import (
     BEST_EFFORT,
@@ -82,7 +82,7 @@ def _outputs_for_new_pairs(h: Harness, publish, timeout_s: float = 60.0) -> None
 
 
 def test_node_matches_best_effort_reliable_and_latched_publishers_and_late_joiners(
-        harness_factory):  # noqa: F811 - the imported fixture
+        harness_factory):
     qos_of = {"thermal/image_raw": _qos(ReliabilityPolicy.BEST_EFFORT),  # a sensor-data camera
               "rgb/image_raw": _qos(ReliabilityPolicy.RELIABLE),
               "thermal/camera_info": _qos(ReliabilityPolicy.RELIABLE,
