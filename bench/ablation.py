@@ -39,6 +39,19 @@ ARMS: dict[str, tuple[list[str], str]] = {
                        "fused, one encoder and one decoder per modality: per view the capacity "
                        "of a single-modality model, plus the DMCF attention between them"),
     "fused_gated": (["model.gated_cross_attention=true"], "fused, gated cross-attention"),
+    "fused_modality_bn": (["model.modality_batchnorm=true"],
+                          "fused, one BatchNorm per modality in the DMCF ConvBlocks"),
+    "fused_detach": (["model.detach_cross_modal=true"],
+                     "fused, cross-attention without gradients into the other modality"),
+    "fused_unshared_detach": (["model.shared_encoder=false", "model.shared_decoder=false",
+                               "model.detach_cross_modal=true"],
+                              "fused_unshared with cross-attention without gradients into the "
+                              "other modality: each encoder is trained by its own view only"),
+    "fused_rgb_blanked": (["data.modality_dropout_p=1.0", "data.modality_dropout_of=[rgb]"],
+                          "control: the fusion network trained with the RGB input always "
+                          "blanked (its thermal-alone score isolates the architecture's cost)"),
+    "fused_image_gated": (["model.image_gated_cross_attention=true"],
+                          "fused, cross-attention message scaled by a per-image gate"),
     "fused_zero_init": (["model.zero_init_attention=true"],
                         "fused, attention layers start as the identity"),
     "fused_dropout": (["data.modality_dropout_p=0.2"],

@@ -192,6 +192,70 @@ def test_gated_cross_attention_scales_the_message():
     assert torch.isfinite(out["depth_thermal"]).all()
 
 
+def test_modality_batchnorm_keeps_thermal_statistics_apart():
+    """In training mode one BatchNorm over [thermal; rgb] normalises the thermal half with the
+    RGB half's statistics; with modality_batchnorm the thermal half's output does not depend on
+    the RGB images in the batch."""
+    from training.model.dmcf import ConvBlock
+
+    torch.manual_seed(0)
+    x = torch.randn(4, 8, 6, 10)
+    other = x.clone()
+    other[2:] = 3.0 * torch.randn(2, 8, 6, 10) + 2.0  # different RGB half, same thermal half
+    for per_modality, equal in ((True, True), (False, False)):
+        block = ConvBlock(8, 4, per_modality_norm=per_modality).train()
+        a, b = block(x)[:2], block(other)[:2]
+        assert torch.allclose(a, b) == equal
+    model = _tiny(modality_batchnorm=True)
+    names = {n for n, _ in model.named_parameters()}
+    assert {"dmcf.0.conv.block.1.thermal.weight", "dmcf.0.conv.block.4.rgb.bias"} <= names
+    assert not any(n.startswith("dmcf.0.conv.block.1.weight") for n in names)
+    with torch.no_grad():
+        out = model(*_inputs(2, 128, 256))
+    assert torch.isfinite(out["depth_thermal"]).all() and out["depth_rgb"].shape == (2, 1, 128, 256)
+
+
+def test_detach_cross_modal_stops_gradients_into_the_other_modality():
+    """With detach_cross_modal the thermal view's loss sends no gradient into the RGB input
+    (eval-mode BatchNorm, so the batch does not couple them); without it, it does. The forward
+    pass is the same."""
+    outs = {}
+    for detach in (False, True):
+        model = _tiny(detach_cross_modal=detach)
+        thermal, rgb = _inputs(1, 128, 256)
+        rgb.requires_grad_(True)
+        out = model(thermal, rgb)
+        out["depth_thermal"].sum().backward()
+        outs[detach] = out["depth_thermal"].detach()
+        grad = rgb.grad.abs().sum().item()
+        assert (grad == 0.0) if detach else (grad > 0.0)
+    torch.testing.assert_close(outs[True], outs[False])
+
+
+def test_image_gated_cross_attention_gates_whole_frames():
+    """The per-image gate multiplies the message of a whole frame: closed, the layer is the
+    identity; open, it equals the ungated layer. Only cross-attention layers get one."""
+    from training.model.dmcf import AttentionLayer
+
+    torch.manual_seed(0)
+    gated = AttentionLayer(16, with_ffn=True, image_gated=True)
+    plain = AttentionLayer(16, with_ffn=True)
+    plain.load_state_dict({k: v for k, v in gated.state_dict().items()
+                           if not k.startswith("image_gate.")})
+    source, target = torch.randn(2, 8 * 16, 16), torch.randn(2, 8 * 16, 16)
+    args = (8, 16, 1, False, None)
+    with torch.no_grad():
+        gated.image_gate.weight.zero_()
+        gated.image_gate.bias.fill_(-50.0)
+        torch.testing.assert_close(gated(source, target, *args), source)
+        gated.image_gate.bias.fill_(50.0)
+        torch.testing.assert_close(gated(source, target, *args), plain(source, target, *args))
+    model = _tiny(image_gated_cross_attention=True)
+    names = {n for n, _ in model.named_parameters()}
+    assert "dmcf.1.blocks.0.cross_attn_ffn.image_gate.weight" in names
+    assert not any(".self_attn.image_gate" in n for n in names)
+
+
 def test_shift_mask_blocks_attention_across_shifted_regions():
     torch.manual_seed(0)
     h = w = 16

@@ -184,6 +184,20 @@ def test_augmentation_seeded_and_dropout(ms2_root):
     assert a[blanked].shape == ((1,) if blanked == "thermal" else (3,)) + (128, 320)
 
 
+def test_dropout_of_one_modality(ms2_root):
+    """modality_dropout_of=("rgb",) with p = 1 blanks the RGB input of every training sample
+    (the ablation's control arm); an unknown modality is refused."""
+    ds = MS2Dataset(ms2_root, "train", height=128, width=320, train=True,
+                    modality_dropout_p=1.0, modality_dropout_of=("rgb",))
+    for seed in range(4):
+        torch.manual_seed(seed)
+        item = ds[0]
+        assert bool(item["has_thermal"]) and not bool(item["has_rgb"])
+        assert not item["rgb"].any() and item["thermal"].any()
+    with pytest.raises(ValueError, match="modality_dropout_of"):
+        MS2Dataset(ms2_root, "train", train=True, modality_dropout_of=("lidar",))
+
+
 def _add_sequence(root, name: str, from_seq: str = SEQ) -> None:
     """Copy the fixture sequence under another name (hard links keep it cheap)."""
     import shutil

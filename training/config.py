@@ -39,6 +39,9 @@ class DataConfig:
     val_step: int = 1
     augment: AugmentConfig | None = field(default_factory=AugmentConfig)
     modality_dropout_p: float = 0.0
+    # Which cameras dropout may blank (one per blanked sample, with equal chance). [rgb] with
+    # p = 1 trains the fusion network on thermal alone (an ablation control).
+    modality_dropout_of: tuple[str, ...] = ("thermal", "rgb")
     num_workers: int = 4
     # The DMCF paper's training protocol (train split only): e.g. [day, night] drops rainy
     # sequences (conditions from the test lists and <root>/conditions.txt), and frames slower

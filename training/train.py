@@ -180,6 +180,7 @@ class Trainer:
         train_set = MS2Dataset(cfg.data.root, cfg.data.train_split, train=True,
                                step=cfg.data.step, augment=cfg.data.augment,
                                modality_dropout_p=cfg.data.modality_dropout_p,
+                               modality_dropout_of=cfg.data.modality_dropout_of,
                                conditions=cfg.data.conditions,
                                min_speed_mps=cfg.data.min_speed_mps, **common)
         self.val_set = MS2Dataset(cfg.data.root, cfg.data.val_split, train=False,

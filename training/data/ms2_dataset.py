@@ -41,11 +41,17 @@ class MS2Dataset(Dataset):
     def __init__(self, root: str | Path, split: str, *, height: int = 256, width: int = 640,
                  train: bool = False, step: int = 1, max_depth_m: float = 80.0,
                  augment: AugmentConfig | None = None, modality_dropout_p: float = 0.0,
+                 modality_dropout_of: tuple[str, ...] = ("thermal", "rgb"),
                  conditions: tuple[str, ...] | None = None, min_speed_mps: float = 0.0):
         if step < 1:
             raise ValueError(f"MS2Dataset step must be >= 1, got {step}")
         if not 0.0 <= modality_dropout_p <= 1.0:
             raise ValueError(f"modality_dropout_p must be in [0, 1], got {modality_dropout_p}")
+        modality_dropout_of = tuple(modality_dropout_of)
+        if not modality_dropout_of or any(m not in ("thermal", "rgb") for m in modality_dropout_of):
+            raise ValueError(f"modality_dropout_of must name 'thermal' and/or 'rgb', got "
+                             f"{modality_dropout_of}")
+        self.modality_dropout_of = modality_dropout_of
         bad = [c for c in conditions or () if c not in ms2.CONDITIONS]
         if bad or (conditions is not None and not conditions):
             raise ValueError(f"conditions {conditions} invalid: choose from {ms2.CONDITIONS}")
@@ -119,7 +125,8 @@ class MS2Dataset(Dataset):
         has = {"thermal": True, "rgb": True}
         item = {"thermal": thermal, "rgb": rgb}
         if self.modality_dropout_p > 0 and rng.random() < self.modality_dropout_p:
-            blank = "thermal" if rng.random() < 0.5 else "rgb"
+            of = self.modality_dropout_of  # one of them, with equal chance
+            blank = of[0] if len(of) == 1 or rng.random() < 0.5 else of[1]
             has[blank] = False  # replaced exactly as the node replaces a missing camera
             item[blank] = torch.from_numpy(missing_input(blank, self.out_hw))
         for key in ("gt_thermal", "gt_rgb"):

@@ -57,6 +57,12 @@ class ModelConfig:
     gated_cross_attention: scale each cross-attention message by a gate computed from the token
         and the message (sigmoid of a linear layer), so a token can take less from an
         uninformative other modality (GMFlow's message always has LayerNorm size).
+    modality_batchnorm: in fusion, the DMCF ConvBlocks keep one BatchNorm per modality instead
+        of one over the mixed [thermal; rgb] batch (see `dmcf.ModalityBatchNorm2d`).
+    detach_cross_modal: the cross-attention treats the other modality's tokens as constants in
+        training, so the RGB view's loss cannot reshape the thermal features and vice versa.
+    image_gated_cross_attention: scale each cross-attention message by a per-image, per-channel
+        gate from both modalities' mean tokens, so a whole uninformative frame can be shut out.
     uncertainty_head: also predict, per view and pixel, sigma = the expected |log(depth/true)|
         (a Laplacian scale over log-depth); exported as confidence = exp(-sigma).
     use_checkpointing: recompute Swin blocks in backward (saves memory when training large sizes).
@@ -78,6 +84,9 @@ class ModelConfig:
     attn_pairs_per_block: int = 1
     zero_init_attention: bool = False
     gated_cross_attention: bool = False
+    modality_batchnorm: bool = False
+    detach_cross_modal: bool = False
+    image_gated_cross_attention: bool = False
     uncertainty_head: bool = False
     use_checkpointing: bool = False
 

@@ -16,16 +16,42 @@ from .attention import shift_mask_for, window_attention
 from .position import sine_position_embedding
 
 
-class ConvBlock(nn.Module):
-    """Two 3x3 conv + BatchNorm + ReLU: [B, Cin, h, w] -> [B, Cout, h, w]."""
+class ModalityBatchNorm2d(nn.Module):
+    """One BatchNorm per modality for a [thermal; rgb] batch: [2B, C, h, w] -> [2B, C, h, w].
 
-    def __init__(self, in_channels: int, out_channels: int) -> None:
+    A single BatchNorm over the mixed batch normalises the thermal features with statistics that
+    depend on the RGB images beside them in the batch (a dark night frame shifts them) and, at
+    inference, with running statistics of the mixture, which fit neither modality. Separate
+    statistics and affine parameters per modality (domain-specific BatchNorm, Chang et al.,
+    CVPR 2019) keep each modality's normalisation what a single-modality model would learn.
+    """
+
+    def __init__(self, channels: int) -> None:
         super().__init__()
+        self.thermal = nn.BatchNorm2d(channels)
+        self.rgb = nn.BatchNorm2d(channels)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        thermal, rgb = x.chunk(2, dim=0)
+        return torch.cat([self.thermal(thermal), self.rgb(rgb)], dim=0)
+
+
+class ConvBlock(nn.Module):
+    """Two 3x3 conv + BatchNorm + ReLU: [B, Cin, h, w] -> [B, Cout, h, w].
+
+    per_modality_norm: the input is a [thermal; rgb] batch and each modality gets its own
+    BatchNorm (`ModalityBatchNorm2d`); the convolutions stay shared.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int,
+                 per_modality_norm: bool = False) -> None:
+        super().__init__()
+        norm = ModalityBatchNorm2d if per_modality_norm else nn.BatchNorm2d
         self.block = nn.Sequential(
             nn.Conv2d(in_channels, out_channels, 3, padding=1, bias=False),
-            nn.BatchNorm2d(out_channels), nn.ReLU(inplace=True),
+            norm(out_channels), nn.ReLU(inplace=True),
             nn.Conv2d(out_channels, out_channels, 3, padding=1, bias=False),
-            nn.BatchNorm2d(out_channels), nn.ReLU(inplace=True))
+            norm(out_channels), nn.ReLU(inplace=True))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.block(x)
@@ -42,7 +68,8 @@ class AttentionLayer(nn.Module):
     """
 
     def __init__(self, dim: int, with_ffn: bool, ffn_expansion: int = 4,
-                 zero_init: bool = False, gated: bool = False) -> None:
+                 zero_init: bool = False, gated: bool = False,
+                 image_gated: bool = False) -> None:
         super().__init__()
         self.q_proj = nn.Linear(dim, dim, bias=False)
         self.k_proj = nn.Linear(dim, dim, bias=False)
@@ -61,6 +88,10 @@ class AttentionLayer(nn.Module):
         # attended tokens were: a night RGB frame would push as much into the thermal features
         # as a day frame. A gate computed from (source, message) lets each token take less.
         self.gate = nn.Linear(2 * dim, dim) if gated else None
+        # One gate per image and channel from the mean tokens of both modalities (SE-style):
+        # a whole frame's message can be shut off when the other camera sees nothing useful
+        # (night RGB), which per-token gates on LayerNorm'd messages can hardly tell.
+        self.image_gate = nn.Linear(2 * dim, dim) if image_gated else None
     def forward(self, source: torch.Tensor, target: torch.Tensor, h: int, w: int,
                 num_splits: int, with_shift: bool, attn_mask: torch.Tensor | None):
         """source (queries), target (keys/values): [N, h*w, C] -> [N, h*w, C]."""
@@ -71,6 +102,9 @@ class AttentionLayer(nn.Module):
             message = self.norm2(self.mlp(torch.cat([source, message], dim=-1)))
         if self.gate is not None:
             message = torch.sigmoid(self.gate(torch.cat([source, message], dim=-1))) * message
+        if self.image_gate is not None:
+            summary = torch.cat([source.mean(dim=1), target.mean(dim=1)], dim=-1)  # [N, 2C]
+            message = torch.sigmoid(self.image_gate(summary)).unsqueeze(1) * message
         return source + message
 
 
@@ -89,24 +123,31 @@ class CrossRelationBlock(nn.Module):
     """
 
     def __init__(self, dim: int, ffn_expansion: int, shifted_pair: bool = False,
-                 zero_init: bool = False, gated: bool = False) -> None:
+                 zero_init: bool = False, gated: bool = False,
+                 detach_other: bool = False, image_gated: bool = False) -> None:
         super().__init__()
+        self.detach_other = detach_other
         self.self_attn = AttentionLayer(dim, with_ffn=False, zero_init=zero_init)
         self.cross_attn_ffn = AttentionLayer(dim, with_ffn=True, ffn_expansion=ffn_expansion,
-                                             zero_init=zero_init, gated=gated)
+                                             zero_init=zero_init, gated=gated,
+                                             image_gated=image_gated)
         self.shifted_pair = shifted_pair
         if shifted_pair:
             self.self_attn_shifted = AttentionLayer(dim, with_ffn=False, zero_init=zero_init)
             self.cross_attn_ffn_shifted = AttentionLayer(
-                dim, with_ffn=True, ffn_expansion=ffn_expansion, zero_init=zero_init, gated=gated)
+                dim, with_ffn=True, ffn_expansion=ffn_expansion, zero_init=zero_init, gated=gated,
+                                             image_gated=image_gated)
 
-    @staticmethod
-    def _pair(self_attn: AttentionLayer, cross_attn: AttentionLayer, x: torch.Tensor, h: int,
-              w: int, num_splits: int, with_shift: bool, attn_mask: torch.Tensor | None):
+    def _pair(self, self_attn: AttentionLayer, cross_attn: AttentionLayer, x: torch.Tensor,
+              h: int, w: int, num_splits: int, with_shift: bool,
+              attn_mask: torch.Tensor | None):
         x = self_attn(x, x, h, w, num_splits, with_shift, attn_mask)
         # Unlike GMFlow (which attends to the other view *before* its self-attention), the keys
         # here are the other modality's self-attended tokens: same cost, fresher reference.
-        return cross_attn(x, swap_halves(x), h, w, num_splits, with_shift, attn_mask)
+        other = swap_halves(x)
+        if self.detach_other:  # each view's loss trains only its own modality's tokens
+            other = other.detach()
+        return cross_attn(x, other, h, w, num_splits, with_shift, attn_mask)
 
     def forward(self, x: torch.Tensor, h: int, w: int, num_splits: int, with_shift: bool,
                 attn_mask: torch.Tensor | None) -> torch.Tensor:
@@ -135,12 +176,20 @@ class DMCF(nn.Module):
         (GMFlow); 2 = (W-SA, W-CA, SW-SA, SW-CA) in every block.
     zero_init_attention: every attention layer starts as the identity (see AttentionLayer).
     gated_cross_attention: the cross-attention message is scaled by a learned per-token gate.
+    modality_batchnorm: the ConvBlock's BatchNorms keep separate statistics per modality
+        (fusion only).
+    detach_cross_modal: the cross-attention reads the other modality's tokens without passing
+        gradients back into them (training only; inference is unchanged).
+    image_gated_cross_attention: the cross-attention message is scaled by a per-image,
+        per-channel gate from both modalities' mean tokens.
     """
 
     def __init__(self, in_channels: int, image_channels: int, stride: int, num_splits: int,
                  fuse: bool, num_blocks: int = 2, ffn_expansion: int = 4,
                  attn_pairs_per_block: int = 1, zero_init_attention: bool = False,
-                 gated_cross_attention: bool = False) -> None:
+                 gated_cross_attention: bool = False, modality_batchnorm: bool = False,
+                 detach_cross_modal: bool = False,
+                 image_gated_cross_attention: bool = False) -> None:
         super().__init__()
         self.stride = stride
         self.out_channels = in_channels // 2
@@ -149,10 +198,12 @@ class DMCF(nn.Module):
         if attn_pairs_per_block not in (1, 2):
             raise ValueError(f"attn_pairs_per_block must be 1 or 2, got {attn_pairs_per_block}")
         self.shifted_pairs = attn_pairs_per_block == 2
-        self.conv = ConvBlock(in_channels + image_channels, self.out_channels)
+        self.conv = ConvBlock(in_channels + image_channels, self.out_channels,
+                              per_modality_norm=fuse and modality_batchnorm)
         self.blocks = nn.ModuleList(
             CrossRelationBlock(self.out_channels, ffn_expansion, self.shifted_pairs,
-                               zero_init_attention, gated_cross_attention)
+                               zero_init_attention, gated_cross_attention, detach_cross_modal,
+                               image_gated_cross_attention)
             for _ in range(num_blocks)
         ) if fuse else nn.ModuleList()
 

@@ -78,7 +78,10 @@ class DMCFSide(nn.Module):
             DMCF(c, image_channels, stride, k, fuse=self.fuse, ffn_expansion=cfg.ffn_expansion,
                  attn_pairs_per_block=cfg.attn_pairs_per_block,
                  zero_init_attention=cfg.zero_init_attention,
-                 gated_cross_attention=cfg.gated_cross_attention)
+                 gated_cross_attention=cfg.gated_cross_attention,
+                 modality_batchnorm=cfg.modality_batchnorm,
+                 detach_cross_modal=cfg.detach_cross_modal,
+                 image_gated_cross_attention=cfg.image_gated_cross_attention)
             for c, stride, k in zip(channels, STAGE_STRIDES, splits, strict=True))
         skips = [c // 2 for c in channels]
         unc = cfg.uncertainty_head
