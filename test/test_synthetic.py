@@ -138,3 +138,25 @@ def test_split_planning_and_errors(tmp_path):
     assert main(["--out", str(tmp_path / "x"), "--sequences", "1", "--frames", "1"]) == 2
     with pytest.raises(ms2.MS2FormatError, match="half-written"):
         ms2.read_split(tmp_path / "x", "train")
+
+
+def test_thermal_attenuation_option():
+    """--thermal-attenuation-m sets how far thermal counts fade toward ambient: a longer length
+    keeps distant surfaces further from the ambient level; RGB and GT are unchanged."""
+    import dataclasses
+
+    spec = plan_sequences({"train": 1}, FRAMES, 3)[0]
+    assert spec.thermal_attenuation_m == 260.0  # the default, which earlier datasets used
+    clear = dataclasses.replace(spec, thermal_attenuation_m=3000.0)
+    strong, weak = SequenceRenderer(spec).render(0), SequenceRenderer(clear).render(0)
+    np.testing.assert_array_equal(strong["rgb"], weak["rgb"])
+    np.testing.assert_array_equal(strong["depth_thr"], weak["depth_thr"])
+    far = (strong["depth_thr"] / 256.0 > 40.0)
+    assert far.sum() > 100
+    ambient = 3600.0  # the level counts fade toward
+    assert (np.abs(weak["thr"][far] - ambient).mean()
+            > 1.1 * np.abs(strong["thr"][far].astype(float) - ambient).mean())
+    assert plan_sequences({"train": 1}, 1, 0, thermal_attenuation_m=3000.0)[0] \
+        .thermal_attenuation_m == 3000.0
+    with pytest.raises(ValueError, match="thermal-attenuation-m"):
+        plan_sequences({"train": 1}, 1, 0, thermal_attenuation_m=0.0)

@@ -7,6 +7,7 @@ import sys
 from .generate import generate_dataset
 from .plan import DEFAULT_COUNTS, plan_sequences, split_counts
 from .sensors import KINDS
+from .thermal import DEFAULT_ATTENUATION_M, RAIN_ATTENUATION_FACTOR
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -28,6 +29,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     for split in DEFAULT_COUNTS:
         parser.add_argument(f"--{split.replace('_', '-')}", type=int, default=None,
                             dest=split, help=f"sequences in {split} (default {DEFAULT_COUNTS[split]})")
+    parser.add_argument("--thermal-attenuation-m", type=float, default=DEFAULT_ATTENUATION_M,
+                        help="clear-air distance (m) over which thermal counts fade by 1/e toward "
+                             f"ambient (rain: x{RAIN_ATTENUATION_FACTOR:.2f}); default "
+                             f"{DEFAULT_ATTENUATION_M:g} is a strong depth cue, real LWIR in clear "
+                             "air fades over kilometres (e.g. 3000)")
     parser.add_argument("--workers", type=int, default=1, help="parallel processes (one sequence each)")
     parser.add_argument("--overwrite", action="store_true", help="allow a non-empty --out")
     return parser.parse_args(argv)
@@ -38,7 +44,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         counts = split_counts(args.sequences, {k: getattr(args, k) for k in DEFAULT_COUNTS})
         kinds = tuple(k.strip() for k in args.kinds.split(",") if k.strip())
-        specs = plan_sequences(counts, args.frames, args.seed, kinds)
+        specs = plan_sequences(counts, args.frames, args.seed, kinds,
+                               args.thermal_attenuation_m)
         root = generate_dataset(args.out, specs, workers=args.workers, meta=vars(args),
                                 overwrite=args.overwrite)
     except (ValueError, FileExistsError) as exc:

@@ -5,6 +5,7 @@ import numpy as np
 
 from .render import SequenceSpec
 from .sensors import KINDS
+from .thermal import DEFAULT_ATTENUATION_M
 
 DEFAULT_COUNTS = {"train": 6, "val": 1, "test_day": 1, "test_night": 1, "test_rainy": 0}
 TEST_KIND = {"test_day": "day", "test_night": "night", "test_rainy": "rain"}
@@ -36,9 +37,12 @@ def split_counts(sequences: int | None, given: dict[str, int | None]) -> dict[st
 
 
 def plan_sequences(counts: dict[str, int], frames: int, seed: int,
-                   kinds: tuple[str, ...] = KINDS) -> list[SequenceSpec]:
+                   kinds: tuple[str, ...] = KINDS,
+                   thermal_attenuation_m: float = DEFAULT_ATTENUATION_M) -> list[SequenceSpec]:
     """Sequence specs; train/val cycle through `kinds` (mixed), test splits have their own kind.
     Each sequence's seed derives from (seed, index) only, so any subset renders identically."""
+    if not thermal_attenuation_m > 0:
+        raise ValueError(f"--thermal-attenuation-m must be > 0, got {thermal_attenuation_m}")
     bad = [k for k in kinds if k not in KINDS]
     if bad or not kinds:
         raise ValueError(f"--kinds must be a comma list of {KINDS}, got {list(kinds)}")
@@ -56,7 +60,8 @@ def plan_sequences(counts: dict[str, int], frames: int, seed: int,
             index = len(specs)
             sub_seed = int(np.random.SeedSequence([seed, index]).generate_state(1)[0])
             specs.append(SequenceSpec(name=f"syn{index:03d}_{kind}", split=split, kind=kind,
-                                      frames=frames, seed=sub_seed))
+                                      frames=frames, seed=sub_seed,
+                                      thermal_attenuation_m=float(thermal_attenuation_m)))
     if not specs:
         raise ValueError("nothing to generate: all split counts are 0")
     return specs

@@ -10,20 +10,22 @@ from .raycast import cast, make_rays, static_layer
 from .rig import CAMERA_RATE_HZ, Rig, make_rig
 from .scene import make_scene
 from .sensors import KINDS, LIGHTING, render_rgb, rgb_fixed, surface_points
-from .thermal import render_thermal, thermal_fixed
+from .thermal import DEFAULT_ATTENUATION_M, render_thermal, thermal_fixed
 
 EPOCH_NS = 1_628_000_000_000_000_000  # Aug 2021, around when MS2 was recorded
 
 
 @dataclass(frozen=True)
 class SequenceSpec:
-    """What to generate: name, split, kind ("day" | "night" | "rain"), frames and seed."""
+    """What to generate: name, split, kind ("day" | "night" | "rain"), frames and seed, and the
+    thermal camera's clear-air attenuation length (thermal.render_thermal)."""
 
     name: str
     split: str
     kind: str
     frames: int
     seed: int
+    thermal_attenuation_m: float = DEFAULT_ATTENUATION_M
 
 
 class SequenceRenderer:
@@ -78,7 +80,7 @@ class SequenceRenderer:
                                         self.fixed["rgb"])
             else:
                 out["thr"] = render_thermal(self.scene, hits, pts, self.light, rng,
-                                            self.fixed["thr"])
+                                            self.fixed["thr"], self.spec.thermal_attenuation_m)
             lidar = self.scene.vehicle_position(time_s) + self.rig.lidar_on_vehicle_m
             out[f"depth_{name}"] = lidar_depth_png(hits, rays, pts, lidar, rng)
         return out

@@ -15,6 +15,13 @@ from .raycast import NORMAL_NEG_Z, NORMAL_POS_Z, CameraRays, Hits
 from .scene import FIRST_BOX_ID, PERSON, SKY, Scene
 from .sensors import Lighting, class_pixels, hash_noise, lane_marks, wall_segments, window_mask
 
+# Distance over which emitted counts fade by 1/e toward the ambient level (clear air; rain
+# shortens it by RAIN_ATTENUATION_FACTOR). 260 m is the generator's default and a strong
+# monocular depth cue; real 8-14 um transmission in clear air is far weaker (extinction about
+# 0.1-0.4 per km: several km), which `--thermal-attenuation-m 3000` approximates.
+DEFAULT_ATTENUATION_M = 260.0
+RAIN_ATTENUATION_FACTOR = 120.0 / 260.0
+
 
 def thermal_fixed(rays: CameraRays, rng: np.random.Generator) -> dict[str, np.ndarray]:
     """Per-camera, per-sequence layers: sky counts, vignetting + column pattern, noise bank."""
@@ -57,12 +64,15 @@ def _surface_counts(scene: Scene, hits: Hits, pts, light: Lighting) -> np.ndarra
 
 
 def render_thermal(scene: Scene, hits: Hits, pts, light: Lighting, rng: np.random.Generator,
-                   fixed: dict[str, np.ndarray]) -> np.ndarray:
-    """[H, W] uint16 raw counts (`fixed` from `thermal_fixed`)."""
+                   fixed: dict[str, np.ndarray],
+                   attenuation_m: float = DEFAULT_ATTENUATION_M) -> np.ndarray:
+    """[H, W] uint16 raw counts (`fixed` from `thermal_fixed`; `attenuation_m`: clear-air 1/e
+    distance of the atmospheric fade)."""
     height, width = hits.t_m.shape
     counts = _surface_counts(scene, hits, pts, light).reshape(height, width)
     t = np.where(np.isfinite(hits.t_m), hits.t_m, np.float32(1e4))
-    fade = np.exp(-t / np.float32(260.0 if not light.rain else 120.0))  # atmospheric absorption
+    length = attenuation_m * (RAIN_ATTENUATION_FACTOR if light.rain else 1.0)
+    fade = np.exp(-t / np.float32(length))  # atmospheric absorption
     counts = counts * fade + np.float32(3600.0) * (np.float32(1.0) - fade)
     counts = np.where(hits.obj == SKY, fixed["sky"], counts)
     counts = cv2.GaussianBlur(counts, (3, 3), 0.7)
