@@ -61,6 +61,8 @@ ARMS: dict[str, tuple[list[str], str]] = {
                         "fused, one modality blanked in 50 % of the training samples"),
 }
 SINGLE = {"thermal": "thermal_only", "rgb": "rgb_only"}
+# Arms trained with one camera always blanked: only the other view, fed alone, is meaningful.
+ALONE = {"fused_rgb_blanked": "thermal"}
 REPORTED = ("abs_rel", "rmse", "d1")
 
 
@@ -90,8 +92,35 @@ def train_run(config: Path, data_root: Path, run_dir: Path, overrides: list[str]
         raise SystemExit(f"training {run_dir} failed (exit {code}); see {log.name}")
 
 
-def evaluate_run(run_dir: Path, data_root: Path, degraded: bool) -> dict:
-    """{split: {mode: {view: metrics}}} of best.pt on every test split, cached in eval.json.
+def train_as_test_root(data_root: Path, out: Path) -> Path:
+    """A data root whose test_day / test_night / test_rainy lists are the *training* sequences
+    of each condition (symlinks to the real images and GT): evaluating on it measures how well a
+    run fits what it was trained on, and test minus train is its generalisation gap."""
+    from depth_fusion_ros import ms2
+
+    root = out / "train_as_test"
+    root.mkdir(parents=True, exist_ok=True)
+    for name in ("sync_data", "proj_depth"):
+        link = root / name
+        if not link.is_symlink():
+            link.symlink_to(data_root / name, target_is_directory=True)
+    conditions = ms2.read_conditions(data_root)
+    train = ms2.read_split(data_root, "train")
+    for split, condition in ms2.TEST_SPLIT_CONDITION.items():
+        seqs = [s for s in train if conditions.get(s) == condition]
+        path = root / f"{split}_list.txt"
+        path.unlink(missing_ok=True)
+        if seqs:  # a condition without training sequences is not scored
+            path.write_text("".join(f"{s}\n" for s in seqs))
+    for split in ("train", "val"):
+        (root / f"{split}_list.txt").write_text(
+            "".join(f"{s}\n" for s in ms2.read_split(data_root, split)))
+    return root
+
+
+def evaluate_run(run_dir: Path, data_root: Path, degraded: bool,
+                 cache_name: str = "eval.json") -> dict:
+    """{split: {mode: {view: metrics}}} of best.pt on every test split, cached in `cache_name`.
 
     degraded (fused arms): also each view with the *other* camera lost, as the node's
     single-camera mode runs it, under the keys "<view>_alone" of every split and mode.
@@ -100,7 +129,7 @@ def evaluate_run(run_dir: Path, data_root: Path, degraded: bool) -> dict:
     from training.evaluate import evaluate_checkpoint
 
     ckpt = run_dir / "best.pt"
-    cache = run_dir / "eval.json"
+    cache = run_dir / cache_name
     digest = sha256_file(ckpt)
     if cache.exists():
         cached = json.loads(cache.read_text())
@@ -162,7 +191,7 @@ def markdown(agg: dict, arms: list[str], seeds: list[int], mode: str = "metric")
         for split in splits:
             cells, stats = [], {}
             for arm in arms:
-                stat = agg.get(arm, {}).get(split, {}).get(mode, {}).get(view, {}).get("abs_rel")
+                stat = _arm_stat(agg, arm, split, view, mode)
                 stats[arm] = stat
                 cells.append(_cell(stat))
             fused, single = stats.get("fused"), stats.get(SINGLE[view])
@@ -175,6 +204,13 @@ def _stat(agg: dict, arm: str, split: str, view: str, mode: str = "metric"):
     return agg.get(arm, {}).get(split, {}).get(mode, {}).get(view, {}).get("abs_rel")
 
 
+def _arm_stat(agg: dict, arm: str, split: str, view: str, mode: str = "metric"):
+    """abs_rel of an arm's view; an `ALONE` arm reports its view fed alone, no other view."""
+    if arm in ALONE:
+        return _stat(agg, arm, split, f"{view}_alone", mode) if ALONE[arm] == view else None
+    return _stat(agg, arm, split, view, mode)
+
+
 def _change(a, b) -> str:
     return f"{(a[0] / b[0] - 1) * 100:+.1f} %" if a and b else "-"
 
@@ -182,7 +218,7 @@ def _change(a, b) -> str:
 def degraded_markdown(agg: dict, arms: list[str]) -> str:
     """A fused model with one camera lost vs the dedicated single-modality model of the other
     camera, and what modality dropout costs the fused model on full input (metric abs_rel)."""
-    fused_arms = [a for a in arms if a.startswith("fused") and a in agg]
+    fused_arms = [a for a in arms if a.startswith("fused") and a in agg and a not in ALONE]
     if not fused_arms:
         return ""
     splits = sorted({s for a in agg.values() for s in a}, key=lambda s: ("day" not in s, s))
@@ -216,6 +252,30 @@ def degraded_markdown(agg: dict, arms: list[str]) -> str:
     return "\n".join(lines)
 
 
+def fit_markdown(agg: dict, train_agg: dict, arms: list[str]) -> str:
+    """Each arm's metric abs_rel on its own training sequences (per condition), on the test
+    sequences, and the gap between them (test - train); an `ALONE` arm's view fed alone."""
+    splits = sorted({s for a in agg.values() for s in a}, key=lambda s: ("day" not in s, s))
+    lines = ["fit and generalisation: metric abs_rel on the training sequences of each condition "
+             "/ on the test sequences / gap (test - train), mean over seeds", "",
+             "| view / condition | " + " | ".join(arms) + " |", "|---" * (len(arms) + 1) + "|"]
+    for view in ("thermal", "rgb"):
+        for split in splits:
+            cells = []
+            for arm in arms:
+                if arm in ALONE and ALONE[arm] != view:
+                    cells.append("-")
+                    continue
+                key = f"{view}_alone" if arm in ALONE else view
+                fit, test = _stat(train_agg, arm, split, key), _stat(agg, arm, split, key)
+                cells.append(f"{fit[0]:.4f} / {test[0]:.4f} / {test[0] - fit[0]:+.4f}"
+                             if fit and test else "-")
+            if any(c != "-" for c in cells):
+                lines.append(f"| {view} / {split.removeprefix('test_')} | " + " | ".join(cells)
+                             + " |")
+    return "\n".join(lines)
+
+
 def plot(agg: dict, arms: list[str], path: Path, mode: str = "metric") -> None:
     """Grouped bars of abs_rel (mean, std whiskers) per view/split and arm."""
     import matplotlib
@@ -230,7 +290,7 @@ def plot(agg: dict, arms: list[str], path: Path, mode: str = "metric") -> None:
     for i, arm in enumerate(arms):
         xs, means, stds = [], [], []
         for g, (view, split) in enumerate(groups):
-            stat = agg.get(arm, {}).get(split, {}).get(mode, {}).get(view, {}).get("abs_rel")
+            stat = _arm_stat(agg, arm, split, view, mode)
             if stat is not None:
                 xs.append(g + (i - (len(arms) - 1) / 2) * width)
                 means.append(stat[0])
@@ -258,6 +318,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--arms", default="fused,thermal_only,rgb_only,fused_4pairs",
                         help=f"comma list of {sorted(ARMS)}")
     parser.add_argument("--steps", type=int, default=None, help="override optim.max_steps")
+    parser.add_argument("--train-fit", action="store_true",
+                        help="also score every run on its own training sequences per condition "
+                             "(fit, and the generalisation gap test - train)")
     parser.add_argument("--record", action="store_true", help="append to bench/RESULTS.md")
     return parser.parse_args(argv)
 
@@ -271,6 +334,8 @@ def main(argv: list[str] | None = None) -> int:
     seeds = [int(s) for s in args.seeds.split(",")]
     data_root, out = args.data_root.resolve(), args.out.resolve()
     results: dict[str, dict[int, dict]] = {}
+    fit: dict[str, dict[int, dict]] = {}
+    fit_root = train_as_test_root(data_root, out) if args.train_fit else None
     start = time.monotonic()
     for arm in arms:
         for seed in seeds:
@@ -280,11 +345,16 @@ def main(argv: list[str] | None = None) -> int:
             train_run(args.config, data_root, run_dir, ARMS[arm][0], seed, args.steps)
             degraded = arm.startswith("fused")
             results.setdefault(arm, {})[seed] = evaluate_run(run_dir, data_root, degraded)
+            if fit_root is not None:
+                fit.setdefault(arm, {})[seed] = evaluate_run(run_dir, fit_root, degraded,
+                                                             "eval_train.json")
     agg = aggregate(results)
     table = markdown(agg, arms, seeds) + "\n\n" + markdown(agg, arms, seeds, mode="median")
     degraded = degraded_markdown(agg, arms)
     if degraded:
         table += "\n\n" + degraded
+    if fit:
+        table += "\n\n" + fit_markdown(agg, aggregate(fit), arms)
     arms_md = "\n".join(f"- `{a}`: {ARMS[a][1]} (overrides: {' '.join(ARMS[a][0]) or 'none'})"
                         for a in arms)
     text = f"{arms_md}\n\n{table}"

@@ -97,3 +97,44 @@ def test_degraded_tables_compare_every_dropout_arm_with_fused():
             "+10.0 % | +20.0 % |") in cost
     assert ("| rgb / test_day | 0.2000 ± 0.0100 | 0.1900 ± 0.0100 | 0.2000 ± 0.0100 | "
             "-5.0 % | +0.0 % |") in cost
+
+
+def test_train_fit_root_lists_training_sequences_by_condition(data_root, tmp_path):
+    """--train-fit scores runs on a root whose test lists are the training sequences of each
+    condition (links to the real files), so test - train is the generalisation gap."""
+    import ablation
+
+    from depth_fusion_ros import ms2
+
+    root = ablation.train_as_test_root(data_root, tmp_path)
+    train = ms2.read_split(data_root, "train")
+    conditions = ms2.read_conditions(data_root)
+    listed = {split: ms2.read_split(root, split) for split in ms2.TEST_SPLIT_CONDITION
+              if (root / f"{split}_list.txt").is_file()}
+    assert sorted(s for seqs in listed.values() for s in seqs) == sorted(train)
+    for split, seqs in listed.items():
+        assert all(conditions[s] == ms2.TEST_SPLIT_CONDITION[split] for s in seqs)
+    assert (root / "sync_data").resolve() == (data_root / "sync_data").resolve()
+    assert ablation.train_as_test_root(data_root, tmp_path) == root  # idempotent
+
+
+def test_fit_table_and_control_arm_report_the_view_fed_alone():
+    import ablation
+
+    def cell(mean):
+        return {"abs_rel": [mean, 0.01, 3]}
+
+    test = {"thermal_only": {"test_night": {"metric": {"thermal": cell(0.11)}}},
+            "fused_rgb_blanked": {"test_night": {"metric": {"thermal": cell(0.50),
+                                                            "thermal_alone": cell(0.12),
+                                                            "rgb": cell(0.40)}}}}
+    fit = {"thermal_only": {"test_night": {"metric": {"thermal": cell(0.09)}}},
+           "fused_rgb_blanked": {"test_night": {"metric": {"thermal": cell(0.45),
+                                                           "thermal_alone": cell(0.10)}}}}
+    arms = list(test)
+    lines = ablation.fit_markdown(test, fit, arms).splitlines()
+    assert "| thermal / night | 0.0900 / 0.1100 / +0.0200 | 0.1000 / 0.1200 / +0.0200 |" in lines
+    assert not any(line.startswith("| rgb / night") for line in lines)  # no RGB view measured
+    table = ablation.markdown(test, arms, [0, 1, 2]).splitlines()
+    assert "| thermal / test_night | 0.1100 ± 0.0100 | 0.1200 ± 0.0100 | - |" in table
+    assert "| rgb / test_night | - | - | - |" in table
