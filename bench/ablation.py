@@ -293,6 +293,7 @@ def plot(agg: dict, arms: list[str], path: Path, mode: str = "metric") -> None:
     groups = [(v, s) for v in ("thermal", "rgb") for s in splits]
     fig, ax = plt.subplots(figsize=(max(6.0, 1.4 * len(groups)), 3.6), dpi=120)
     width = 0.8 / len(arms)
+    colours = plt.get_cmap("tab20").colors  # 20 distinct colours: more arms than tab10 has
     for i, arm in enumerate(arms):
         xs, means, stds = [], [], []
         for g, (view, split) in enumerate(groups):
@@ -301,7 +302,7 @@ def plot(agg: dict, arms: list[str], path: Path, mode: str = "metric") -> None:
                 xs.append(g + (i - (len(arms) - 1) / 2) * width)
                 means.append(stat[0])
                 stds.append(stat[1])
-        ax.bar(xs, means, width, yerr=stds, capsize=2, label=arm)
+        ax.bar(xs, means, width, yerr=stds, capsize=2, label=arm, color=colours[i % len(colours)])
     ax.set_xticks(range(len(groups)))
     ax.set_xticklabels([f"{v}\n{s}" for v, s in groups], fontsize=8)
     ax.set_ylabel(f"abs_rel ({mode})")
