@@ -165,28 +165,35 @@ def test_four_attention_pairs_per_block():
         ModelConfig(attn_pairs_per_block=3)
 
 
-def test_gated_cross_attention_scales_the_message():
-    """The gate multiplies the cross-attention message: closed (large negative bias) the layer
-    is the identity, open it equals the ungated layer."""
+@pytest.mark.parametrize("layer_flag, gate_name, model_flag, cross_param", [
+    ("gated", "gate", "gated_cross_attention", "dmcf.0.blocks.1.cross_attn_ffn.gate.weight"),
+    ("image_gated", "image_gate", "image_gated_cross_attention",
+     "dmcf.1.blocks.0.cross_attn_ffn.image_gate.weight"),
+])
+def test_cross_attention_gates_scale_the_message(layer_flag, gate_name, model_flag, cross_param):
+    """The per-token gate and the per-image gate multiply the cross-attention message: closed
+    (large negative bias) the layer is the identity, open it equals the ungated layer. Only the
+    cross-modal message gets a gate."""
     from training.model.dmcf import AttentionLayer
 
     torch.manual_seed(0)
-    gated = AttentionLayer(16, with_ffn=True, gated=True)
+    gated = AttentionLayer(16, with_ffn=True, **{layer_flag: True})
     plain = AttentionLayer(16, with_ffn=True)
     plain.load_state_dict({k: v for k, v in gated.state_dict().items()
-                           if not k.startswith("gate.")})
+                           if not k.startswith(f"{gate_name}.")})
     source, target = torch.randn(2, 8 * 16, 16), torch.randn(2, 8 * 16, 16)
     args = (8, 16, 1, False, None)
+    gate = getattr(gated, gate_name)
     with torch.no_grad():
-        gated.gate.weight.zero_()
-        gated.gate.bias.fill_(-50.0)
+        gate.weight.zero_()
+        gate.bias.fill_(-50.0)
         torch.testing.assert_close(gated(source, target, *args), source)
-        gated.gate.bias.fill_(50.0)
+        gate.bias.fill_(50.0)
         torch.testing.assert_close(gated(source, target, *args), plain(source, target, *args))
-    model = _tiny(gated_cross_attention=True)
+    model = _tiny(**{model_flag: True})
     names = {n for n, _ in model.named_parameters()}
-    assert "dmcf.0.blocks.1.cross_attn_ffn.gate.weight" in names
-    assert not any(".self_attn.gate" in n for n in names)  # only the cross-modal message
+    assert cross_param in names
+    assert not any(f".self_attn.{gate_name}" in n for n in names)  # only the cross-modal message
     with torch.no_grad():
         out = model(*_inputs(1, 128, 256))
     assert torch.isfinite(out["depth_thermal"]).all()
@@ -230,30 +237,6 @@ def test_detach_cross_modal_stops_gradients_into_the_other_modality():
         grad = rgb.grad.abs().sum().item()
         assert (grad == 0.0) if detach else (grad > 0.0)
     torch.testing.assert_close(outs[True], outs[False])
-
-
-def test_image_gated_cross_attention_gates_whole_frames():
-    """The per-image gate multiplies the message of a whole frame: closed, the layer is the
-    identity; open, it equals the ungated layer. Only cross-attention layers get one."""
-    from training.model.dmcf import AttentionLayer
-
-    torch.manual_seed(0)
-    gated = AttentionLayer(16, with_ffn=True, image_gated=True)
-    plain = AttentionLayer(16, with_ffn=True)
-    plain.load_state_dict({k: v for k, v in gated.state_dict().items()
-                           if not k.startswith("image_gate.")})
-    source, target = torch.randn(2, 8 * 16, 16), torch.randn(2, 8 * 16, 16)
-    args = (8, 16, 1, False, None)
-    with torch.no_grad():
-        gated.image_gate.weight.zero_()
-        gated.image_gate.bias.fill_(-50.0)
-        torch.testing.assert_close(gated(source, target, *args), source)
-        gated.image_gate.bias.fill_(50.0)
-        torch.testing.assert_close(gated(source, target, *args), plain(source, target, *args))
-    model = _tiny(image_gated_cross_attention=True)
-    names = {n for n, _ in model.named_parameters()}
-    assert "dmcf.1.blocks.0.cross_attn_ffn.image_gate.weight" in names
-    assert not any(".self_attn.image_gate" in n for n in names)
 
 
 def test_shift_mask_blocks_attention_across_shifted_regions():

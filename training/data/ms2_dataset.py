@@ -16,7 +16,12 @@ import torch
 from torch.utils.data import Dataset, default_collate
 
 from depth_fusion_ros import ms2
-from depth_fusion_ros.preprocess import missing_input, preprocess_rgb, preprocess_thermal
+from depth_fusion_ros.preprocess import (
+    MODALITY_CHANNELS,
+    missing_input,
+    preprocess_rgb,
+    preprocess_thermal,
+)
 
 from .augment import AugmentConfig, augment
 
@@ -48,7 +53,7 @@ class MS2Dataset(Dataset):
         if not 0.0 <= modality_dropout_p <= 1.0:
             raise ValueError(f"modality_dropout_p must be in [0, 1], got {modality_dropout_p}")
         modality_dropout_of = tuple(modality_dropout_of)
-        if not modality_dropout_of or any(m not in ("thermal", "rgb") for m in modality_dropout_of):
+        if not modality_dropout_of or any(m not in MODALITY_CHANNELS for m in modality_dropout_of):
             raise ValueError(f"modality_dropout_of must name 'thermal' and/or 'rgb', got "
                              f"{modality_dropout_of}")
         self.modality_dropout_of = modality_dropout_of

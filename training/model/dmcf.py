@@ -92,6 +92,7 @@ class AttentionLayer(nn.Module):
         # a whole frame's message can be shut off when the other camera sees nothing useful
         # (night RGB), which per-token gates on LayerNorm'd messages can hardly tell.
         self.image_gate = nn.Linear(2 * dim, dim) if image_gated else None
+
     def forward(self, source: torch.Tensor, target: torch.Tensor, h: int, w: int,
                 num_splits: int, with_shift: bool, attn_mask: torch.Tensor | None):
         """source (queries), target (keys/values): [N, h*w, C] -> [N, h*w, C]."""
@@ -127,16 +128,14 @@ class CrossRelationBlock(nn.Module):
                  detach_other: bool = False, image_gated: bool = False) -> None:
         super().__init__()
         self.detach_other = detach_other
+        cross = dict(with_ffn=True, ffn_expansion=ffn_expansion, zero_init=zero_init,
+                     gated=gated, image_gated=image_gated)  # both cross-attention layers
         self.self_attn = AttentionLayer(dim, with_ffn=False, zero_init=zero_init)
-        self.cross_attn_ffn = AttentionLayer(dim, with_ffn=True, ffn_expansion=ffn_expansion,
-                                             zero_init=zero_init, gated=gated,
-                                             image_gated=image_gated)
+        self.cross_attn_ffn = AttentionLayer(dim, **cross)
         self.shifted_pair = shifted_pair
         if shifted_pair:
             self.self_attn_shifted = AttentionLayer(dim, with_ffn=False, zero_init=zero_init)
-            self.cross_attn_ffn_shifted = AttentionLayer(
-                dim, with_ffn=True, ffn_expansion=ffn_expansion, zero_init=zero_init, gated=gated,
-                                             image_gated=image_gated)
+            self.cross_attn_ffn_shifted = AttentionLayer(dim, **cross)
 
     def _pair(self, self_attn: AttentionLayer, cross_attn: AttentionLayer, x: torch.Tensor,
               h: int, w: int, num_splits: int, with_shift: bool,
