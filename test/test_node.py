@@ -384,6 +384,8 @@ def test_impossible_geometry_is_dropped_and_mono8_thermal_gives_depth(harness_fa
     depth = image_to_numpy_nan(h.received["thermal/depth/image"][-1][1])
     assert depth.shape == (256, 640) and np.isfinite(depth).mean() > 0.99
     assert 0.1 <= np.nanmin(depth) and np.nanmax(depth) <= 80.0
+    # The cloud is published after the depth image: wait for it rather than race it.
+    assert h.spin_until(lambda: bool(h.received["thermal/depth/points"]), 10.0)
     points = cloud_to_numpy(h.received["thermal/depth/points"][-1][1])
     assert not np.isinf(points).any()
 
