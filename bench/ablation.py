@@ -59,6 +59,13 @@ ARMS: dict[str, tuple[list[str], str]] = {
                       "model)"),
     "fused_dropout50": (["data.modality_dropout_p=0.5"],
                         "fused, one modality blanked in 50 % of the training samples"),
+    "fused_global_attn": (["model.attn_splits=[1,1,1,1]"],
+                          "fused, attention over the whole map at every scale (no K x K "
+                          "windows): a token can reach the other camera's view of its scene "
+                          "point however far the two images are misaligned"),
+    "fused_thermal_weighted": (["loss.rgb_weight=0.5"],
+                               "fused, RGB view's SILog weighted 0.5 (its loss runs ~1.5x the "
+                               "thermal view's, so it dominates the shared weights' gradient)"),
 }
 SINGLE = {"thermal": "thermal_only", "rgb": "rgb_only"}
 # Arms trained with one camera always blanked: only the other view, fed alone, is meaningful.

@@ -53,6 +53,24 @@ def test_multi_view_sums_views_and_respects_has_flags():
     assert parts["loss_rgb"] == pytest.approx(10.0 * math.log(2.0) * math.sqrt(0.15), rel=1e-5)
     assert total.item() == pytest.approx(parts["loss_thermal"] + parts["loss_rgb"], rel=1e-6)
 
+    weighted, weighted_parts = multi_view_silog(
+        {"depth_thermal": pred_thermal, "depth_rgb": pred_rgb}, batch, max_depth_m=80.0,
+        cfg=LossConfig(thermal_weight=2.0, rgb_weight=0.5))
+    assert weighted_parts == pytest.approx(parts)  # the parts stay the unweighted SILog
+    assert weighted.item() == pytest.approx(2.0 * parts["loss_thermal"] + 0.5 * parts["loss_rgb"],
+                                            rel=1e-6)
+
+
+@pytest.mark.parametrize("weights, match", [
+    ({"rgb_weight": -0.5}, "loss.rgb_weight=-0.5"),
+    ({"thermal_weight": float("nan")}, "loss.thermal_weight=nan"),
+    ({"thermal_weight": float("inf")}, "loss.thermal_weight=inf"),
+    ({"thermal_weight": 0.0, "rgb_weight": 0.0}, "both 0"),
+])
+def test_bad_view_weights_are_refused_by_name(weights, match):
+    with pytest.raises(ValueError, match=match):
+        LossConfig(**weights)
+
 
 def test_multi_view_without_any_valid_gt_is_a_differentiable_zero():
     pred = _map([1.0, 2.0]).requires_grad_(True)

@@ -20,12 +20,25 @@ _MIN_VARIANCE = 1e-8
 
 @dataclass
 class LossConfig:
-    """SILog hyper-parameters (NeWCRFs defaults) and the weight of the uncertainty NLL (used
-    only by models with `model.uncertainty_head`)."""
+    """SILog hyper-parameters (NeWCRFs defaults), the weight of the uncertainty NLL (used
+    only by models with `model.uncertainty_head`) and each view's weight in the sum (1, 1 is
+    DMCF-SIDE's plain sum; the fusion ablation's `fused_thermal_weighted` arm lowers the RGB
+    view's share of the shared weights' gradient)."""
 
     silog_lambda: float = 0.85
     alpha: float = 10.0
     uncertainty_weight: float = 1.0
+    thermal_weight: float = 1.0
+    rgb_weight: float = 1.0
+
+    def __post_init__(self) -> None:
+        for view in VIEWS:
+            weight = getattr(self, f"{view}_weight")
+            if not weight >= 0 or weight == float("inf"):
+                raise ValueError(f"loss.{view}_weight={weight}: must be a finite number >= 0")
+        if self.thermal_weight + self.rgb_weight == 0:
+            raise ValueError("loss.thermal_weight and loss.rgb_weight are both 0: nothing to "
+                             "train")
 
 
 def log_laplace_nll(pred_m: torch.Tensor, sigma: torch.Tensor, gt_m: torch.Tensor,
@@ -74,7 +87,8 @@ def silog_loss(pred_m: torch.Tensor, gt_m: torch.Tensor, *, max_depth_m: float,
 
 def multi_view_silog(outputs: dict[str, torch.Tensor], batch: dict, *, max_depth_m: float,
                      cfg: LossConfig) -> tuple[torch.Tensor, dict[str, float]]:
-    """Sum of SILog over the views the model produced, that have GT, and whose input is present.
+    """Weighted sum (`cfg.<view>_weight`) of SILog over the views the model produced, that have
+    GT, and whose input is present.
 
     Args:
         outputs: {"depth_thermal": [B,1,H,W], "depth_rgb": [B,1,H,W]} (either may be absent),
@@ -110,6 +124,7 @@ def multi_view_silog(outputs: dict[str, torch.Tensor], batch: dict, *, max_depth
             nll = log_laplace_nll(pred, sigma, gt, valid)
             parts[f"nll_{view}"] = float(nll.detach())
             loss = loss + cfg.uncertainty_weight * nll
+        loss = getattr(cfg, f"{view}_weight") * loss
         total = loss if total is None else total + loss
     if total is None:
         total = sum(out.sum() * 0.0 for out in outputs.values())

@@ -34,6 +34,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                              f"ambient (rain: x{RAIN_ATTENUATION_FACTOR:.2f}); default "
                              f"{DEFAULT_ATTENUATION_M:g} is a strong depth cue, real LWIR in clear "
                              "air fades over kilometres (e.g. 3000)")
+    parser.add_argument("--aligned-cameras", action="store_true",
+                        help="control rig: the RGB camera at the thermal camera's place with its "
+                             "field of view, so the two images show the same rays once resized "
+                             "to one size (default: MS2-like cameras that differ in place, pitch "
+                             "and field of view)")
     parser.add_argument("--workers", type=int, default=1, help="parallel processes (one sequence each)")
     parser.add_argument("--overwrite", action="store_true", help="allow a non-empty --out")
     return parser.parse_args(argv)
@@ -45,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
         counts = split_counts(args.sequences, {k: getattr(args, k) for k in DEFAULT_COUNTS})
         kinds = tuple(k.strip() for k in args.kinds.split(",") if k.strip())
         specs = plan_sequences(counts, args.frames, args.seed, kinds,
-                               args.thermal_attenuation_m)
+                               args.thermal_attenuation_m, args.aligned_cameras)
         root = generate_dataset(args.out, specs, workers=args.workers, meta=vars(args),
                                 overwrite=args.overwrite)
     except (ValueError, FileExistsError) as exc:

@@ -18,7 +18,8 @@ EPOCH_NS = 1_628_000_000_000_000_000  # Aug 2021, around when MS2 was recorded
 @dataclass(frozen=True)
 class SequenceSpec:
     """What to generate: name, split, kind ("day" | "night" | "rain"), frames and seed, and the
-    thermal camera's clear-air attenuation length (thermal.render_thermal)."""
+    thermal camera's clear-air attenuation length (thermal.render_thermal), and whether the
+    cameras are the aligned control rig (rig.make_rig)."""
 
     name: str
     split: str
@@ -26,6 +27,7 @@ class SequenceSpec:
     frames: int
     seed: int
     thermal_attenuation_m: float = DEFAULT_ATTENUATION_M
+    aligned_cameras: bool = False
 
 
 class SequenceRenderer:
@@ -35,7 +37,7 @@ class SequenceRenderer:
         if spec.kind not in KINDS:
             raise ValueError(f"sequence kind must be one of {KINDS}, got {spec.kind!r}")
         self.spec = spec
-        self.rig = rig or make_rig()
+        self.rig = rig or make_rig(aligned=spec.aligned_cameras)
         rng = np.random.default_rng([spec.seed, 0])
         duration_s = spec.frames / CAMERA_RATE_HZ + 1.0
         self.scene = make_scene(rng, duration_s, day=spec.kind != "night")
