@@ -63,6 +63,9 @@ ARMS: dict[str, tuple[list[str], str]] = {
                           "fused, attention over the whole map at every scale (no K x K "
                           "windows): a token can reach the other camera's view of its scene "
                           "point however far the two images are misaligned"),
+    "fused_align_views": (["model.align_views=true"],
+                          "fused, the other camera's tokens resampled onto this camera's rays "
+                          "(rig homography from the calibration) before every cross-attention"),
     "fused_thermal_weighted": (["loss.rgb_weight=0.5"],
                                "fused, RGB view's SILog weighted 0.5 (its loss runs ~1.5x the "
                                "thermal view's, so it dominates the shared weights' gradient)"),

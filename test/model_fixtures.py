@@ -12,10 +12,11 @@ TINY_CONFIG_NAME = "tiny_test"
 
 def make_tiny_checkpoint(out_dir: Path, height: int = 256, width: int = 640,
                          modality: str = "fusion", seed: int = 0,
-                         uncertainty_head: bool = False) -> Path:
+                         uncertainty_head: bool = False, **model_options) -> Path:
     """A seeded `tiny` network saved in the training checkpoint contract; returns its path.
 
-    uncertainty_head: the network also predicts sigma per view (exported as confidence)."""
+    uncertainty_head: the network also predicts sigma per view (exported as confidence).
+    model_options: further ModelConfig fields (e.g. align_views, view_homography)."""
     import torch
 
     from training.checkpoint import save_checkpoint
@@ -23,7 +24,7 @@ def make_tiny_checkpoint(out_dir: Path, height: int = 256, width: int = 640,
 
     torch.manual_seed(seed)
     cfg = ModelConfig(variant="tiny", height=height, width=width, modality=modality,
-                      uncertainty_head=uncertainty_head)
+                      uncertainty_head=uncertainty_head, **model_options)
     model = build_model(cfg).eval()
     config = {"name": TINY_CONFIG_NAME, "model": cfg.to_dict(), "seed": seed}
     out_dir = Path(out_dir)

@@ -339,6 +339,15 @@ def resolve_config(args: argparse.Namespace) -> tuple[TrainConfig, Path]:
     if not args.resume and last.is_file():
         raise SystemExit(f"training.train: {last} already exists; add --resume to continue that "
                          "run or choose another --out")
+    if cfg.model.align_views and cfg.model.view_homography is None:
+        from depth_fusion_ros.ms2 import MS2FormatError
+        from training.model.alignment import homography_from_dataset
+
+        try:  # the rig's, once: config.yaml keeps it, so --resume and export use the same one
+            cfg.model.view_homography = homography_from_dataset(cfg.data.root,
+                                                                cfg.data.train_split)
+        except (ValueError, MS2FormatError) as exc:
+            raise SystemExit(f"training.train: {exc}") from exc
     return cfg, run_dir
 
 

@@ -10,6 +10,8 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+
 MODALITIES = ("fusion", "thermal_only", "rgb_only")
 VIEWS = ("thermal", "rgb")
 
@@ -33,6 +35,22 @@ SWIN_SPECS: dict[str, SwinSpec] = {
     "swin_b": SwinSpec(128, (2, 2, 18, 2), (4, 8, 16, 32), 0.3),
     "swin_l": SwinSpec(192, (2, 2, 18, 2), (6, 12, 24, 48), 0.3),
 }
+
+
+def check_homography(values) -> tuple[float, ...]:
+    """Nine finite numbers of an invertible, orientation-keeping 3x3 H; raises ValueError."""
+    try:
+        flat = tuple(float(v) for v in values)
+    except (TypeError, ValueError):
+        flat = ()
+    matrix = np.array(flat, np.float64).reshape(3, 3) if len(flat) == 9 else None
+    if matrix is None or not np.isfinite(matrix).all():
+        raise ValueError(f"model.view_homography must be 9 finite numbers (a row-major 3x3), "
+                         f"got {list(values)}")
+    if not np.linalg.det(matrix) > 1e-9:
+        raise ValueError(f"model.view_homography {list(flat)} is singular or mirrors the image "
+                         "(determinant <= 0): it cannot map one camera's view onto the other's")
+    return flat
 
 
 @dataclass
@@ -63,6 +81,12 @@ class ModelConfig:
         training, so the RGB view's loss cannot reshape the thermal features and vice versa.
     image_gated_cross_attention: scale each cross-attention message by a per-image, per-channel
         gate from both modalities' mean tokens, so a whole uninformative frame can be shut out.
+    align_views: (fusion) resample the other modality's tokens onto this modality's rays before
+        every cross-attention, with the rig's homography at infinite depth (`alignment`), so a
+        window compares the same part of the scene in both cameras.
+    view_homography: that homography, 9 numbers row-major, thermal -> RGB normalised image
+        coordinates; `training.train` fills it in from the data set's calibration when
+        align_views is on and it is unset (and the run's config.yaml keeps it).
     uncertainty_head: also predict, per view and pixel, sigma = the expected |log(depth/true)|
         (a Laplacian scale over log-depth); exported as confidence = exp(-sigma).
     use_checkpointing: recompute Swin blocks in backward (saves memory when training large sizes).
@@ -87,6 +111,8 @@ class ModelConfig:
     modality_batchnorm: bool = False
     detach_cross_modal: bool = False
     image_gated_cross_attention: bool = False
+    align_views: bool = False
+    view_homography: tuple[float, ...] | None = None
     uncertainty_head: bool = False
     use_checkpointing: bool = False
 
@@ -109,6 +135,11 @@ class ModelConfig:
             raise ValueError("model.window_size must be >= 1 and model.max_depth_m > 0")
         if self.drop_path_rate is None:
             self.drop_path_rate = SWIN_SPECS[self.variant].drop_path_rate
+        if self.view_homography is not None:
+            self.view_homography = check_homography(self.view_homography)
+        if self.align_views and self.modality != "fusion":
+            raise ValueError(f"model.align_views needs model.modality=fusion (got "
+                             f"{self.modality!r}): a single-modality model has no other view")
 
     @property
     def spec(self) -> SwinSpec:
@@ -131,10 +162,14 @@ class ModelConfig:
             )
         if "attn_splits" in d:
             d["attn_splits"] = tuple(d["attn_splits"])
+        if d.get("view_homography") is not None:
+            d["view_homography"] = tuple(d["view_homography"])
         return cls(**d)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain, resolved dict (YAML/JSON friendly: tuples become lists)."""
         d = dataclasses.asdict(self)
         d["attn_splits"] = list(self.attn_splits)
+        if self.view_homography is not None:
+            d["view_homography"] = list(self.view_homography)
         return d

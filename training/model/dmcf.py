@@ -12,6 +12,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from .alignment import ViewAlignment
 from .attention import shift_mask_for, window_attention
 from .position import sine_position_embedding
 
@@ -139,23 +140,26 @@ class CrossRelationBlock(nn.Module):
 
     def _pair(self, self_attn: AttentionLayer, cross_attn: AttentionLayer, x: torch.Tensor,
               h: int, w: int, num_splits: int, with_shift: bool,
-              attn_mask: torch.Tensor | None):
+              attn_mask: torch.Tensor | None, align: ViewAlignment | None):
         x = self_attn(x, x, h, w, num_splits, with_shift, attn_mask)
         # Unlike GMFlow (which attends to the other view *before* its self-attention), the keys
         # here are the other modality's self-attended tokens: same cost, fresher reference.
         other = swap_halves(x)
+        if align is not None:  # the other camera's tokens moved onto this camera's rays
+            other = align(other, h, w)
         if self.detach_other:  # each view's loss trains only its own modality's tokens
             other = other.detach()
         return cross_attn(x, other, h, w, num_splits, with_shift, attn_mask)
 
     def forward(self, x: torch.Tensor, h: int, w: int, num_splits: int, with_shift: bool,
-                attn_mask: torch.Tensor | None) -> torch.Tensor:
+                attn_mask: torch.Tensor | None,
+                align: ViewAlignment | None = None) -> torch.Tensor:
         """x: [2B, h*w, C] ordered [thermal; rgb] -> [2B, h*w, C]."""
         x = self._pair(self.self_attn, self.cross_attn_ffn, x, h, w, num_splits, with_shift,
-                       attn_mask)
+                       attn_mask, align)
         if self.shifted_pair:
             x = self._pair(self.self_attn_shifted, self.cross_attn_ffn_shifted, x, h, w,
-                           num_splits, num_splits > 1, attn_mask)
+                           num_splits, num_splits > 1, attn_mask, align)
         return x
 
 
@@ -181,6 +185,9 @@ class DMCF(nn.Module):
         gradients back into them (training only; inference is unchanged).
     image_gated_cross_attention: the cross-attention message is scaled by a per-image,
         per-channel gate from both modalities' mean tokens.
+    view_homography: 9 numbers, thermal -> RGB normalised coordinates (`alignment`): the
+        cross-attention reads the other modality resampled onto this one's rays; None = the
+        paper's pixel-position correspondence.
     """
 
     def __init__(self, in_channels: int, image_channels: int, stride: int, num_splits: int,
@@ -188,7 +195,8 @@ class DMCF(nn.Module):
                  attn_pairs_per_block: int = 1, zero_init_attention: bool = False,
                  gated_cross_attention: bool = False, modality_batchnorm: bool = False,
                  detach_cross_modal: bool = False,
-                 image_gated_cross_attention: bool = False) -> None:
+                 image_gated_cross_attention: bool = False,
+                 view_homography: tuple[float, ...] | None = None) -> None:
         super().__init__()
         self.stride = stride
         self.out_channels = in_channels // 2
@@ -205,6 +213,7 @@ class DMCF(nn.Module):
                                image_gated_cross_attention)
             for _ in range(num_blocks)
         ) if fuse else nn.ModuleList()
+        self.align = ViewAlignment(view_homography) if fuse and view_homography else None
 
     def forward(self, feats: torch.Tensor, images: torch.Tensor | None) -> torch.Tensor:
         n, _, h, w = feats.shape
@@ -222,5 +231,5 @@ class DMCF(nn.Module):
             # GMFlow: every second block shifts by half a window (only meaningful with splits);
             # with shifted pairs each block shifts its own second pair.
             shift = k > 1 and i % 2 == 1 and not self.shifted_pairs
-            x = block(x, h, w, k, with_shift=shift, attn_mask=mask)
+            x = block(x, h, w, k, with_shift=shift, attn_mask=mask, align=self.align)
         return x.transpose(1, 2).reshape(n, c, h, w)  # [2B, C/2, h, w]

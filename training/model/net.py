@@ -81,7 +81,8 @@ class DMCFSide(nn.Module):
                  gated_cross_attention=cfg.gated_cross_attention,
                  modality_batchnorm=cfg.modality_batchnorm,
                  detach_cross_modal=cfg.detach_cross_modal,
-                 image_gated_cross_attention=cfg.image_gated_cross_attention)
+                 image_gated_cross_attention=cfg.image_gated_cross_attention,
+                 view_homography=cfg.view_homography if cfg.align_views else None)
             for c, stride, k in zip(channels, STAGE_STRIDES, splits, strict=True))
         skips = [c // 2 for c in channels]
         unc = cfg.uncertainty_head
