@@ -342,6 +342,25 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def generator_command(data_root: Path) -> str | None:
+    """The `python -m training.synthetic ...` command that made a data root: from
+    generator_args.json (training.demo_model's) or the generator's own synthetic.json; None for
+    other data."""
+    stamp = data_root / "generator_args.json"
+    if stamp.is_file():
+        return f"python -m training.synthetic {' '.join(json.loads(stamp.read_text()))}"
+    meta = data_root / "synthetic.json"
+    if not meta.is_file():
+        return None
+    words = []
+    for key, value in json.loads(meta.read_text()).get("args", {}).items():
+        if key in ("out", "workers", "overwrite") or value is None or value is False:
+            continue  # where it went and how fast: not what it made
+        flag = "--" + key.replace("_", "-")
+        words += [flag] if value is True else [flag, str(value)]
+    return "python -m training.synthetic " + " ".join(words)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     arms = [a.strip() for a in args.arms.split(",") if a.strip()]
@@ -384,9 +403,8 @@ def main(argv: list[str] | None = None) -> int:
           f"({time.monotonic() - start:.0f} s)")
     if args.record:
         cmd = "bench/ablation.py " + " ".join(argv if argv is not None else sys.argv[1:])
-        stamp = data_root / "generator_args.json"  # written by training.demo_model's generate
-        data = (f"data `python -m training.synthetic {' '.join(json.loads(stamp.read_text()))}`; "
-                if stamp.is_file() else "")
+        generated = generator_command(data_root)
+        data = f"data `{generated}`; " if generated else ""
         record("Fusion ablation on the synthetic data (abs_rel, mean ± std over seeds)", text,
                cmd, f"{data}config {args.config.relative_to(REPO_ROOT)}; "
                f"plot {out / 'ablation.png'}")

@@ -138,3 +138,22 @@ def test_fit_table_and_control_arm_report_the_view_fed_alone():
     table = ablation.markdown(test, arms, [0, 1, 2]).splitlines()
     assert "| thermal / test_night | 0.1100 ± 0.0100 | 0.1200 ± 0.0100 | - |" in table
     assert "| rgb / test_night | - | - | - |" in table
+
+
+def test_generator_command_rebuilds_the_data_command_from_the_generators_record(tmp_path):
+    """--record names the data: the synthetic generator's own synthetic.json is turned back into
+    the command that reproduces it (output folder and speed options left out)."""
+    import ablation
+
+    from training.synthetic.__main__ import parse_args
+
+    assert ablation.generator_command(tmp_path) is None  # not generated data: nothing claimed
+    made = vars(parse_args(["--out", "/data/x", "--frames", "12", "--train", "4",
+                            "--aligned-cameras", "--thermal-attenuation-m", "3000",
+                            "--workers", "2"]))
+    (tmp_path / "synthetic.json").write_text(json.dumps({"args": made}))
+    command = ablation.generator_command(tmp_path)
+    assert command.startswith("python -m training.synthetic ") and "--out" not in command
+    assert "--workers" not in command and "--aligned-cameras" in command
+    again = vars(parse_args(command.split()[3:] + ["--out", "/data/x", "--workers", "2"]))
+    assert again == made
