@@ -59,6 +59,10 @@ ARMS: dict[str, tuple[list[str], str]] = {
                       "model)"),
     "fused_dropout50": (["data.modality_dropout_p=0.5"],
                         "fused, one modality blanked in 50 % of the training samples"),
+    "fused_dropout_rgb30": (["data.modality_dropout_p=0.3", "data.modality_dropout_of=[rgb]"],
+                            "fused, the RGB camera blanked in 30 % of the training samples (the "
+                            "thermal camera never): trains the thermal-alone mode the node falls "
+                            "back to when the RGB camera fails"),
     "fused_global_attn": (["model.attn_splits=[1,1,1,1]"],
                           "fused, attention over the whole map at every scale (no K x K "
                           "windows): a token can reach the other camera's view of its scene "
