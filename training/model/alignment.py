@@ -19,23 +19,24 @@ export bakes it in; a model trained with it is bound to its rig's cameras.
 """
 from __future__ import annotations
 
-import numpy as np
 import torch
 from torch import nn
 
 from .config import check_homography
 
 
-def pixel_from_normalised(width: int, height: int) -> np.ndarray:
+def pixel_from_normalised(width: int, height: int):
     """[3, 3] A with pixel = A @ (x, y, 1) for grid_sample's normalised x, y (align_corners
     False): x = -1 is the left edge of pixel 0, u = (x + 1) / 2 * width - 0.5."""
+    import numpy as np  # here, not at import: building a model needs torch only
+
     return np.array([[width / 2.0, 0.0, width / 2.0 - 0.5],
                      [0.0, height / 2.0, height / 2.0 - 0.5],
                      [0.0, 0.0, 1.0]])
 
 
-def view_homography(K_thr: np.ndarray, thr_size: tuple[int, int], K_rgb: np.ndarray,
-                    rgb_size: tuple[int, int], R_thr2rgb: np.ndarray) -> np.ndarray:
+def view_homography(K_thr, thr_size: tuple[int, int], K_rgb, rgb_size: tuple[int, int],
+                    R_thr2rgb):
     """Homography (at infinite depth) from thermal to RGB normalised image coordinates.
 
     Args:
@@ -43,8 +44,10 @@ def view_homography(K_thr: np.ndarray, thr_size: tuple[int, int], K_rgb: np.ndar
         thr_size, rgb_size: (width, height) of the camera images.
         R_thr2rgb: [3, 3] rotation of thermal-camera coordinates into RGB-camera coordinates.
     Returns:
-        [3, 3] float64 H, scaled so that H[2, 2] = 1.
+        [3, 3] float64 numpy H, scaled so that H[2, 2] = 1.
     """
+    import numpy as np
+
     h = (np.linalg.inv(pixel_from_normalised(*rgb_size)) @ np.asarray(K_rgb, np.float64)
          @ np.asarray(R_thr2rgb, np.float64) @ np.linalg.inv(np.asarray(K_thr, np.float64))
          @ pixel_from_normalised(*thr_size))
@@ -102,6 +105,8 @@ def homography_from_dataset(root, split: str, tolerance: float = 1e-3) -> tuple[
     its first thermal and RGB images. Raises ValueError when the split is empty or when two
     sequences disagree by more than `tolerance` (normalised units): one model, one rig.
     """
+    import numpy as np
+
     from depth_fusion_ros import ms2
 
     sequences = ms2.read_split(root, split)

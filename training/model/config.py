@@ -7,10 +7,9 @@ default drop-path rate), so a saved config rebuilds exactly the same network.
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 from typing import Any
-
-import numpy as np
 
 MODALITIES = ("fusion", "thermal_only", "rgb_only")
 VIEWS = ("thermal", "rgb")
@@ -38,16 +37,18 @@ SWIN_SPECS: dict[str, SwinSpec] = {
 
 
 def check_homography(values) -> tuple[float, ...]:
-    """Nine finite numbers of an invertible, orientation-keeping 3x3 H; raises ValueError."""
+    """Nine finite numbers of an invertible, orientation-keeping 3x3 H; raises ValueError.
+    (Plain Python: building a model must not need numpy, see bench/gpu_check.py.)"""
     try:
         flat = tuple(float(v) for v in values)
     except (TypeError, ValueError):
         flat = ()
-    matrix = np.array(flat, np.float64).reshape(3, 3) if len(flat) == 9 else None
-    if matrix is None or not np.isfinite(matrix).all():
+    if len(flat) != 9 or not all(math.isfinite(v) for v in flat):
         raise ValueError(f"model.view_homography must be 9 finite numbers (a row-major 3x3), "
                          f"got {list(values)}")
-    if not np.linalg.det(matrix) > 1e-9:
+    a, b, c, d, e, f, g, h, i = flat
+    det = a * (e * i - f * h) - b * (d * i - f * g) + c * (d * h - e * g)
+    if not det > 1e-9:
         raise ValueError(f"model.view_homography {list(flat)} is singular or mirrors the image "
                          "(determinant <= 0): it cannot map one camera's view onto the other's")
     return flat
