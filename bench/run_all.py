@@ -63,6 +63,9 @@ def main() -> int:
             "node_overhead": lambda: run_bench(
                 "Node overhead per pair vs a straightforward baseline (no inference)",
                 ["bench/node_overhead.py", "--pairs", "50" if args.quick else "300"]),
+            "publish_cost": lambda: run_bench(
+                "Publishing one cloud vs the serialisation node_overhead.py charges",
+                ["bench/publish_cost.py", "--runs", "50" if args.quick else "200"]),
             "components": lambda: run_bench("Preprocessing and cloud building alone",
                                             ["bench/components.py", "--runs", runs]),
             "onnx": lambda: run_bench(
