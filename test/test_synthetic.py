@@ -8,7 +8,7 @@ from depth_fusion_ros import ms2
 from training.synthetic import SequenceRenderer, SequenceSpec, plan_sequences, split_counts
 from training.synthetic.__main__ import main
 from training.synthetic.raycast import cast
-from training.synthetic.rig import calib_dict
+from training.synthetic.rig import calib_dict, make_rig
 
 cv2 = pytest.importorskip("cv2")
 
@@ -185,3 +185,18 @@ def test_aligned_cameras_option_puts_the_rgb_pixels_on_the_thermal_rays():
     assert np.median(rel) < 1e-3 and np.mean(rel < 0.01) > 0.95  # only edges interpolate
     _, rel_default = surface_depths(aligned=False)
     assert np.mean(rel_default < 0.01) < 0.5
+
+
+def test_matched_fov_option_gives_the_rgb_camera_the_thermal_intrinsics_not_its_pose():
+    """--matched-fov: RGB intrinsics scaled from the thermal camera's (one field of view), RGB
+    pose unchanged (so the images still differ by the cameras' pose)."""
+    default = make_rig()
+    spec = plan_sequences({"train": 1}, FRAMES, 3, matched_fov=True)[0]
+    rig = SequenceRenderer(spec).rig
+    assert spec.matched_fov and not spec.aligned_cameras
+    np.testing.assert_allclose(rig.rgb.R_hub_cam, default.rgb.R_hub_cam)
+    np.testing.assert_allclose(rig.rgb.t_hub_cam_m, default.rgb.t_hub_cam_m)
+    # Same angle of view per axis: the normalised focal lengths f / size agree.
+    np.testing.assert_allclose([rig.rgb.K[0, 0] / 1224, rig.rgb.K[1, 1] / 384],
+                               [rig.thr.K[0, 0] / 640, rig.thr.K[1, 1] / 256])
+    assert not np.allclose(default.rgb.K, rig.rgb.K)

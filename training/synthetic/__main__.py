@@ -39,6 +39,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                              "field of view, so the two images show the same rays once resized "
                              "to one size (default: MS2-like cameras that differ in place, pitch "
                              "and field of view)")
+    parser.add_argument("--matched-fov", action="store_true",
+                        help="control rig: the RGB camera keeps its place and pitch but gets the "
+                             "thermal camera's field of view (one scale, different poses)")
     parser.add_argument("--workers", type=int, default=1, help="parallel processes (one sequence each)")
     parser.add_argument("--overwrite", action="store_true", help="allow a non-empty --out")
     return parser.parse_args(argv)
@@ -50,7 +53,8 @@ def main(argv: list[str] | None = None) -> int:
         counts = split_counts(args.sequences, {k: getattr(args, k) for k in DEFAULT_COUNTS})
         kinds = tuple(k.strip() for k in args.kinds.split(",") if k.strip())
         specs = plan_sequences(counts, args.frames, args.seed, kinds,
-                               args.thermal_attenuation_m, args.aligned_cameras)
+                               args.thermal_attenuation_m, args.aligned_cameras,
+                               args.matched_fov)
         root = generate_dataset(args.out, specs, workers=args.workers, meta=vars(args),
                                 overwrite=args.overwrite)
     except (ValueError, FileExistsError) as exc:

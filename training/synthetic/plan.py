@@ -39,7 +39,8 @@ def split_counts(sequences: int | None, given: dict[str, int | None]) -> dict[st
 def plan_sequences(counts: dict[str, int], frames: int, seed: int,
                    kinds: tuple[str, ...] = KINDS,
                    thermal_attenuation_m: float = DEFAULT_ATTENUATION_M,
-                   aligned_cameras: bool = False) -> list[SequenceSpec]:
+                   aligned_cameras: bool = False,
+                   matched_fov: bool = False) -> list[SequenceSpec]:
     """Sequence specs; train/val cycle through `kinds` (mixed), test splits have their own kind.
     Each sequence's seed derives from (seed, index) only, so any subset renders identically."""
     if not thermal_attenuation_m > 0:
@@ -63,7 +64,8 @@ def plan_sequences(counts: dict[str, int], frames: int, seed: int,
             specs.append(SequenceSpec(name=f"syn{index:03d}_{kind}", split=split, kind=kind,
                                       frames=frames, seed=sub_seed,
                                       thermal_attenuation_m=float(thermal_attenuation_m),
-                                      aligned_cameras=bool(aligned_cameras)))
+                                      aligned_cameras=bool(aligned_cameras),
+                                      matched_fov=bool(matched_fov)))
     if not specs:
         raise ValueError("nothing to generate: all split counts are 0")
     return specs

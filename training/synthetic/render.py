@@ -19,7 +19,7 @@ EPOCH_NS = 1_628_000_000_000_000_000  # Aug 2021, around when MS2 was recorded
 class SequenceSpec:
     """What to generate: name, split, kind ("day" | "night" | "rain"), frames and seed, and the
     thermal camera's clear-air attenuation length (thermal.render_thermal), and whether the
-    cameras are the aligned control rig (rig.make_rig)."""
+    cameras are the aligned or matched-field-of-view control rig (rig.make_rig)."""
 
     name: str
     split: str
@@ -28,6 +28,7 @@ class SequenceSpec:
     seed: int
     thermal_attenuation_m: float = DEFAULT_ATTENUATION_M
     aligned_cameras: bool = False
+    matched_fov: bool = False
 
 
 class SequenceRenderer:
@@ -37,7 +38,7 @@ class SequenceRenderer:
         if spec.kind not in KINDS:
             raise ValueError(f"sequence kind must be one of {KINDS}, got {spec.kind!r}")
         self.spec = spec
-        self.rig = rig or make_rig(aligned=spec.aligned_cameras)
+        self.rig = rig or make_rig(aligned=spec.aligned_cameras, matched_fov=spec.matched_fov)
         rng = np.random.default_rng([spec.seed, 0])
         duration_s = spec.frames / CAMERA_RATE_HZ + 1.0
         self.scene = make_scene(rng, duration_s, day=spec.kind != "night")

@@ -69,13 +69,16 @@ class Rig:
     stereo_baseline_m: float = 0.3
 
 
-def make_rig(aligned: bool = False) -> Rig:
+def make_rig(aligned: bool = False, matched_fov: bool = False) -> Rig:
     """The default MS2-like rig: RGB 1224x384 behind the windscreen, thermal 640x256 on the roof.
 
     aligned: a control rig (the fusion ablation's): the RGB camera sits where the thermal camera
     is, looks the same way and has its field of view, so after both images are resized to one
     network size every pixel of one is the same ray as that pixel of the other (a beam-splitter
     rig). MS2's cameras, and the default, differ in place, pitch and field of view.
+    matched_fov: half of that control: the RGB camera keeps its own place and pitch but gets the
+    thermal camera's field of view (its intrinsics scaled to the RGB image size), so the two
+    images show the scene at one scale and differ only by the cameras' poses.
     """
     thr = Camera(
         name="thr", height=256, width=640,
@@ -84,18 +87,17 @@ def make_rig(aligned: bool = False) -> Rig:
         R_hub_cam=rotation_xyz_deg(-3.5, -1.2, 0.6),
         t_hub_cam_m=np.array([0.15, -0.45, -0.35]),
     )
+    sx, sy = 1224 / thr.width, 384 / thr.height  # pixel-centre scaling, (c + 0.5) * s - 0.5
+    thermal_fov = _intrinsics(thr.K[0, 0] * sx, thr.K[1, 1] * sy, (thr.K[0, 2] + 0.5) * sx - 0.5,
+                              (thr.K[1, 2] + 0.5) * sy - 0.5)
     if aligned:
-        sx, sy = 1224 / thr.width, 384 / thr.height  # pixel-centre scaling, (c + 0.5) * s - 0.5
-        K = thr.K
-        rgb = Camera(name="rgb", height=384, width=1224,
-                     K=_intrinsics(K[0, 0] * sx, K[1, 1] * sy, (K[0, 2] + 0.5) * sx - 0.5,
-                                   (K[1, 2] + 0.5) * sy - 0.5),
+        rgb = Camera(name="rgb", height=384, width=1224, K=thermal_fov,
                      R_hub_cam=thr.R_hub_cam, t_hub_cam_m=thr.t_hub_cam_m)
         return Rig(rgb=rgb, thr=thr, hub_on_vehicle_m=np.array([0.0, -1.40, 1.20]),
                    lidar_on_vehicle_m=np.array([0.0, -1.95, 0.85]))
     rgb = Camera(
         name="rgb", height=384, width=1224,
-        K=_intrinsics(1000.0, 1000.0, 615.3, 186.4),
+        K=thermal_fov if matched_fov else _intrinsics(1000.0, 1000.0, 615.3, 186.4),
         # Slightly beside and below the NIR camera, pitched down 1.5 deg to see more road.
         R_hub_cam=rotation_xyz_deg(-1.5, 0.6, 0.2),
         t_hub_cam_m=np.array([-0.12, 0.04, 0.05]),
