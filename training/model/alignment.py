@@ -19,6 +19,8 @@ export bakes it in; a model trained with it is bound to its rig's cameras.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import nn
 
@@ -88,14 +90,21 @@ class ViewAlignment(nn.Module):
         self.register_buffer("thr_to_rgb", matrix.float(), persistent=False)
         self.register_buffer("rgb_to_thr", torch.linalg.inv(matrix).float(), persistent=False)
 
-    def forward(self, other: torch.Tensor, height: int, width: int) -> torch.Tensor:
-        """other: [2B, h*w, C] ordered [rgb; thermal] -> the same, each half in the other
-        modality's pixel grid."""
-        rgb, thermal = other.chunk(2, dim=0)
-        to_thermal_grid = sampling_grid(self.thr_to_rgb, height, width).to(other.dtype)
-        to_rgb_grid = sampling_grid(self.rgb_to_thr, height, width).to(other.dtype)
-        return torch.cat([warp_tokens(rgb, to_thermal_grid, height, width),
-                          warp_tokens(thermal, to_rgb_grid, height, width)], dim=0)
+    def at(self, height: int, width: int,
+           dtype: torch.dtype) -> Callable[[torch.Tensor], torch.Tensor]:
+        """The resampling for one map size, its grids built once (a DMCF scale calls this once
+        per forward; every Cross-Relation block then reuses them): a function
+        [2B, h*w, C] ordered [rgb; thermal] -> the same, each half in the other modality's
+        pixel grid."""
+        to_thermal_grid = sampling_grid(self.thr_to_rgb, height, width).to(dtype)
+        to_rgb_grid = sampling_grid(self.rgb_to_thr, height, width).to(dtype)
+
+        def align(other: torch.Tensor) -> torch.Tensor:
+            rgb, thermal = other.chunk(2, dim=0)
+            return torch.cat([warp_tokens(rgb, to_thermal_grid, height, width),
+                              warp_tokens(thermal, to_rgb_grid, height, width)], dim=0)
+
+        return align
 
 
 def homography_from_dataset(root, split: str, tolerance: float = 1e-3) -> tuple[float, ...]:

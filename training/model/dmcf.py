@@ -9,6 +9,8 @@ serves both directions.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import nn
 
@@ -140,21 +142,23 @@ class CrossRelationBlock(nn.Module):
 
     def _pair(self, self_attn: AttentionLayer, cross_attn: AttentionLayer, x: torch.Tensor,
               h: int, w: int, num_splits: int, with_shift: bool,
-              attn_mask: torch.Tensor | None, align: ViewAlignment | None):
+              attn_mask: torch.Tensor | None,
+              align: Callable[[torch.Tensor], torch.Tensor] | None):
         x = self_attn(x, x, h, w, num_splits, with_shift, attn_mask)
         # Unlike GMFlow (which attends to the other view *before* its self-attention), the keys
         # here are the other modality's self-attended tokens: same cost, fresher reference.
         other = swap_halves(x)
         if align is not None:  # the other camera's tokens moved onto this camera's rays
-            other = align(other, h, w)
+            other = align(other)
         if self.detach_other:  # each view's loss trains only its own modality's tokens
             other = other.detach()
         return cross_attn(x, other, h, w, num_splits, with_shift, attn_mask)
 
     def forward(self, x: torch.Tensor, h: int, w: int, num_splits: int, with_shift: bool,
                 attn_mask: torch.Tensor | None,
-                align: ViewAlignment | None = None) -> torch.Tensor:
-        """x: [2B, h*w, C] ordered [thermal; rgb] -> [2B, h*w, C]."""
+                align: Callable[[torch.Tensor], torch.Tensor] | None = None) -> torch.Tensor:
+        """x: [2B, h*w, C] ordered [thermal; rgb] -> [2B, h*w, C]; align (`ViewAlignment.at`)
+        moves the other modality's tokens onto this one's rays before the cross-attention."""
         x = self._pair(self.self_attn, self.cross_attn_ffn, x, h, w, num_splits, with_shift,
                        attn_mask, align)
         if self.shifted_pair:
@@ -227,9 +231,10 @@ class DMCF(nn.Module):
         x = x.flatten(2).transpose(1, 2)  # [2B, h*w, C/2]
         k = self.num_splits
         mask = shift_mask_for(h, w, k, x.device).to(x.dtype) if k > 1 else None
+        align = self.align.at(h, w, x.dtype) if self.align is not None else None
         for i, block in enumerate(self.blocks):
             # GMFlow: every second block shifts by half a window (only meaningful with splits);
             # with shifted pairs each block shifts its own second pair.
             shift = k > 1 and i % 2 == 1 and not self.shifted_pairs
-            x = block(x, h, w, k, with_shift=shift, attn_mask=mask, align=self.align)
+            x = block(x, h, w, k, with_shift=shift, attn_mask=mask, align=align)
         return x.transpose(1, 2).reshape(n, c, h, w)  # [2B, C/2, h, w]
