@@ -14,6 +14,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from depth_fusion_ros.geometry import scale_intrinsics
+
 CAMERA_RATE_HZ = 15.0  # MS2 cameras run at 15 fps
 
 
@@ -87,21 +89,19 @@ def make_rig(aligned: bool = False, matched_fov: bool = False) -> Rig:
         R_hub_cam=rotation_xyz_deg(-3.5, -1.2, 0.6),
         t_hub_cam_m=np.array([0.15, -0.45, -0.35]),
     )
-    sx, sy = 1224 / thr.width, 384 / thr.height  # pixel-centre scaling, (c + 0.5) * s - 0.5
-    thermal_fov = _intrinsics(thr.K[0, 0] * sx, thr.K[1, 1] * sy, (thr.K[0, 2] + 0.5) * sx - 0.5,
-                              (thr.K[1, 2] + 0.5) * sy - 0.5)
+    # The thermal camera's field of view at the RGB image size (the node's resize rule).
+    thermal_fov = scale_intrinsics(thr.K, (thr.width, thr.height), (1224, 384))
     if aligned:
         rgb = Camera(name="rgb", height=384, width=1224, K=thermal_fov,
                      R_hub_cam=thr.R_hub_cam, t_hub_cam_m=thr.t_hub_cam_m)
-        return Rig(rgb=rgb, thr=thr, hub_on_vehicle_m=np.array([0.0, -1.40, 1.20]),
-                   lidar_on_vehicle_m=np.array([0.0, -1.95, 0.85]))
-    rgb = Camera(
-        name="rgb", height=384, width=1224,
-        K=thermal_fov if matched_fov else _intrinsics(1000.0, 1000.0, 615.3, 186.4),
-        # Slightly beside and below the NIR camera, pitched down 1.5 deg to see more road.
-        R_hub_cam=rotation_xyz_deg(-1.5, 0.6, 0.2),
-        t_hub_cam_m=np.array([-0.12, 0.04, 0.05]),
-    )
+    else:
+        rgb = Camera(
+            name="rgb", height=384, width=1224,
+            K=thermal_fov if matched_fov else _intrinsics(1000.0, 1000.0, 615.3, 186.4),
+            # Slightly beside and below the NIR camera, pitched down 1.5 deg to see more road.
+            R_hub_cam=rotation_xyz_deg(-1.5, 0.6, 0.2),
+            t_hub_cam_m=np.array([-0.12, 0.04, 0.05]),
+        )
     return Rig(rgb=rgb, thr=thr, hub_on_vehicle_m=np.array([0.0, -1.40, 1.20]),
                lidar_on_vehicle_m=np.array([0.0, -1.95, 0.85]))
 
