@@ -56,8 +56,10 @@ def compute_rays(k: np.ndarray, width: int, height: int, stride: int = 1) -> Ray
     fx, fy, cx, cy = k[0, 0], k[1, 1], k[0, 2], k[1, 2]
     u = (np.arange(0, width, stride, dtype=np.float64) - cx) / fx  # [w]
     v = (np.arange(0, height, stride, dtype=np.float64) - cy) / fy  # [h]
-    x_per_z = np.broadcast_to(u[None, :], (v.size, u.size)).astype(np.float32)  # [h, w]
-    y_per_z = np.broadcast_to(v[:, None], (v.size, u.size)).astype(np.float32)  # [h, w]
+    # C order explicitly: astype's default keeps a broadcast's layout, which came out
+    # column-major here and made every per-frame multiply with the row-major depth 2-3x slower.
+    x_per_z = np.broadcast_to(u[None, :], (v.size, u.size)).astype(np.float32, order="C")
+    y_per_z = np.broadcast_to(v[:, None], (v.size, u.size)).astype(np.float32, order="C")
     return Rays(x_per_z, y_per_z)
 
 

@@ -15,6 +15,7 @@ THERMAL_RAW_SCALE = 2.0**14
 NORM_MEAN = 0.45
 NORM_STD = 0.225
 THERMAL_PERCENTILES = (1.0, 99.0)
+_CALCHIST_EXACT_PIXELS = 2**24
 
 
 def normalisation_params() -> dict:
@@ -46,7 +47,13 @@ def percentile_bounds(image: np.ndarray, low_pct: float, high_pct: float) -> tup
         raise TypeError(f"percentile_bounds needs a uint8/uint16 image, got {image.dtype}")
     if image.size == 0:
         raise ValueError("percentile_bounds got an empty image")
-    hist = np.bincount(image.ravel(), minlength=256)
+    if image.size < _CALCHIST_EXACT_PIXELS:
+        # cv2.calcHist over [0, max + 1) with unit bins counts exactly (float32 counts are exact
+        # below 2^24) and, unlike np.bincount, does not first copy the image to int64.
+        bins = int(image.max()) + 1
+        hist = cv2.calcHist([image], [0], None, [bins], [0, bins]).ravel().astype(np.int64)
+    else:
+        hist = np.bincount(image.ravel(), minlength=256)
     cdf = np.cumsum(hist)
     n = int(cdf[-1])
     ranks = np.round(np.array([low_pct, high_pct]) / 100.0 * (n - 1)).astype(np.int64)

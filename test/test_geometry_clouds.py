@@ -122,3 +122,9 @@ def test_unpack_rgb_inverts_pack_rgb():
     assert packed.dtype == np.float32 and packed.shape == (4, 5)
     assert int(packed[0, 0:1].view(np.uint32)[0]) == (int(rgb[0, 0, 0]) << 16) | (int(rgb[0, 0, 1]) << 8) | int(rgb[0, 0, 2])
     np.testing.assert_array_equal(unpack_rgb(packed), rgb)
+
+
+def test_rays_are_row_major():
+    """The per-frame multiplies with the row-major depth need C-ordered ray factors."""
+    rays = compute_rays(K, 64, 48, stride=2)
+    assert rays.x_per_z.flags["C_CONTIGUOUS"] and rays.y_per_z.flags["C_CONTIGUOUS"]

@@ -44,3 +44,16 @@ def test_rgb_normalise_resize_and_grey():
     assert preprocess_rgb(np.zeros((5, 6), np.uint8), (5, 6)).shape == (3, 5, 6)
     with pytest.raises(TypeError):
         preprocess_rgb(np.zeros((5, 6, 3), np.float32), (5, 6))
+
+
+@pytest.mark.parametrize("dtype, high", [(np.uint8, 256), (np.uint16, 65536)])
+def test_percentile_bounds_exact_over_the_full_range(dtype, high):
+    """Every value up to the dtype's maximum is binned on its own (no float binning error)."""
+    rng = np.random.default_rng(1)
+    image = rng.integers(0, high, (97, 131)).astype(dtype)
+    image[0, 0], image[0, 1] = 0, high - 1  # both ends of the range present
+    for low_pct, high_pct in ((0.0, 100.0), (1.0, 99.0), (37.5, 62.5)):
+        expected = np.percentile(image, [low_pct, high_pct], method="nearest").astype(int)
+        assert percentile_bounds(image, low_pct, high_pct) == tuple(expected)
+    single = np.full((1, 1), high - 1, dtype)
+    assert percentile_bounds(single, 1.0, 99.0) == (high - 1, high - 1)
