@@ -63,6 +63,10 @@ ARMS: dict[str, tuple[list[str], str]] = {
                             "fused, the RGB camera blanked in 30 % of the training samples (the "
                             "thermal camera never): trains the thermal-alone mode the node falls "
                             "back to when the RGB camera fails"),
+    "fused_dropout_rgb50": (["data.modality_dropout_p=0.5", "data.modality_dropout_of=[rgb]"],
+                            "fused, the RGB camera blanked in 50 % of the training samples"),
+    "fused_dropout_rgb70": (["data.modality_dropout_p=0.7", "data.modality_dropout_of=[rgb]"],
+                            "fused, the RGB camera blanked in 70 % of the training samples"),
     "fused_global_attn": (["model.attn_splits=[1,1,1,1]"],
                           "fused, attention over the whole map at every scale (no K x K "
                           "windows): a token can reach the other camera's view of its scene "
@@ -70,6 +74,9 @@ ARMS: dict[str, tuple[list[str], str]] = {
     "fused_align_views": (["model.align_views=true"],
                           "fused, the other camera's tokens resampled onto this camera's rays "
                           "(rig homography from the calibration) before every cross-attention"),
+    "fused_align_inputs": (["model.align_inputs=true"],
+                           "fused, each view predicted from its own image and the other camera's "
+                           "image resampled onto its rays (rig homography from the calibration)"),
     "fused_thermal_weighted": (["loss.rgb_weight=0.5"],
                                "fused, RGB view's SILog weighted 0.5 (its loss runs ~1.5x the "
                                "thermal view's, so it dominates the shared weights' gradient)"),

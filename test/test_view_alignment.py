@@ -84,19 +84,60 @@ def test_model_with_alignment_keeps_checkpoint_keys_and_reads_the_other_view():
     assert not torch.allclose(b["depth_thermal"], other_rgb["depth_thermal"])  # RGB still read
 
 
-def test_onnx_export_of_an_aligned_model_matches_torch(tmp_path):
+def test_input_alignment_with_aligned_cameras_is_the_plain_model():
+    """With the identity homography (pixel-aligned cameras) each view's pair is the plain
+    model's pair, so align_inputs must give the plain model's depth, for any view subset."""
+    torch.manual_seed(0)
+    plain = build_model(ModelConfig(variant="tiny", height=64, width=128)).eval()
+    aligned = build_model(ModelConfig(variant="tiny", height=64, width=128, align_inputs=True,
+                                      view_homography=tuple(np.eye(3).ravel()))).eval()
+    assert plain.state_dict().keys() == aligned.state_dict().keys()
+    aligned.load_state_dict(plain.state_dict())
+    thermal, rgb = torch.randn(2, 1, 64, 128), torch.randn(2, 3, 64, 128)
+    with torch.inference_mode():
+        ref = plain(thermal, rgb)
+        for views in (None, ("thermal",), ("rgb",)):
+            out = aligned(thermal, rgb, views=views)
+            assert set(out) == {f"depth_{v}" for v in views or ("thermal", "rgb")}
+            for key, value in out.items():
+                torch.testing.assert_close(value, ref[key], atol=1e-4, rtol=1e-4)
+
+
+def test_input_alignment_feeds_each_view_the_other_image_on_its_rays():
+    h = tuple(_rig_homography().ravel())
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(variant="tiny", height=64, width=128, align_inputs=True,
+                                    view_homography=h)).eval()
+    thermal, rgb = torch.randn(2, 1, 64, 128), torch.randn(2, 3, 64, 128)
+    rgb_on_thermal, thermal_on_rgb = model.input_alignment.images(thermal, rgb)
+    # The RGB camera's narrower field of view covers the middle of the thermal image only.
+    assert rgb_on_thermal[..., 32, 64].abs().sum() > 0 and (rgb_on_thermal[..., 0, 0] == 0).all()
+    assert (thermal_on_rgb != 0).float().mean() > 0.95  # the thermal view covers the RGB one
+    with torch.inference_mode():
+        both = model(thermal, rgb)
+        alone = {v: model(thermal, rgb, views=(v,))[f"depth_{v}"] for v in ("thermal", "rgb")}
+        other_rgb = model(thermal, torch.randn(2, 3, 64, 128))
+    for view in ("thermal", "rgb"):
+        assert torch.isfinite(both[f"depth_{view}"]).all()
+        torch.testing.assert_close(alone[view], both[f"depth_{view}"], atol=1e-5, rtol=1e-5)
+    assert not torch.allclose(both["depth_thermal"], other_rgb["depth_thermal"])  # RGB is read
+
+
+@pytest.mark.parametrize("option", ["align_views", "align_inputs"])
+def test_onnx_export_of_an_aligned_model_matches_torch(tmp_path, option):
     from model_fixtures import make_tiny_checkpoint
 
     from depth_fusion_ros.backends import create_backend
     from training import export as export_mod
     from training.checkpoint import load_checkpoint, model_from_checkpoint
 
-    ckpt = make_tiny_checkpoint(tmp_path, height=64, width=128, align_views=True,
+    ckpt = make_tiny_checkpoint(tmp_path, height=64, width=128, **{option: True},
                                 view_homography=tuple(_rig_homography().ravel()))
     onnx_path = export_mod.export_checkpoint(ckpt, tmp_path / "aligned.onnx", fmt="onnx")
     assert "GridSample" in export_mod.check_onnx_graph(onnx_path)["ops"]
     model, cfg = model_from_checkpoint(load_checkpoint(ckpt))
-    assert cfg.align_views and cfg.view_homography == pytest.approx(_rig_homography().ravel())
+    assert getattr(cfg, option) and cfg.view_homography == pytest.approx(
+        _rig_homography().ravel())
     feeds = export_mod.sample_inputs(64, 128)
     with torch.inference_mode():
         ref = model(torch.from_numpy(feeds["thermal"]), torch.from_numpy(feeds["rgb"]))
@@ -107,6 +148,8 @@ def test_onnx_export_of_an_aligned_model_matches_torch(tmp_path):
 
 @pytest.mark.parametrize("options, match", [
     ({"align_views": True, "modality": "thermal_only"}, "needs model.modality=fusion"),
+    ({"align_inputs": True, "modality": "rgb_only"}, "align_inputs needs model.modality=fusion"),
+    ({"align_inputs": True, "align_views": True}, "choose one"),
     ({"view_homography": (1.0,) * 8}, "9 finite numbers"),
     ({"view_homography": (float("nan"),) + (0.0,) * 8}, "9 finite numbers"),
     ({"view_homography": ("a",) * 9}, "9 finite numbers"),
@@ -116,6 +159,12 @@ def test_onnx_export_of_an_aligned_model_matches_torch(tmp_path):
 def test_bad_alignment_settings_are_refused_by_name(options, match):
     with pytest.raises(ValueError, match=match):
         ModelConfig(variant="tiny", height=64, width=128, **options)
+
+
+@pytest.mark.parametrize("option", ["align_views", "align_inputs"])
+def test_alignment_without_a_homography_is_refused_when_the_model_is_built(option):
+    with pytest.raises(ValueError, match=f"model.{option} needs model.view_homography"):
+        build_model(ModelConfig(variant="tiny", height=64, width=128, **{option: True}))
 
 
 def test_config_file_override_of_a_bad_homography_names_the_key():

@@ -339,7 +339,7 @@ def resolve_config(args: argparse.Namespace) -> tuple[TrainConfig, Path]:
     if not args.resume and last.is_file():
         raise SystemExit(f"training.train: {last} already exists; add --resume to continue that "
                          "run or choose another --out")
-    if cfg.model.align_views and cfg.model.view_homography is None:
+    if (cfg.model.align_views or cfg.model.align_inputs) and cfg.model.view_homography is None:
         from depth_fusion_ros.ms2 import MS2FormatError
         from training.model.alignment import homography_from_dataset
 

@@ -16,6 +16,13 @@ cameras (parallax, tens of cm) is left to the attention window. Thermal tokens o
 field of view get zeros. H is a property of the rig: training resolves it from the data set's
 calibration (`training.train`), stores it in the config (`model.view_homography`) and every
 export bakes it in; a model trained with it is bound to its rig's cameras.
+
+`model.align_inputs` applies the same homography to the input images instead: the thermal view
+is predicted from the pair (thermal image, RGB image resampled onto the thermal rays) and the RGB
+view from (thermal image resampled onto the RGB rays, RGB image), so the shared encoder sees
+both modalities of a pair at one scale (an object is 1.3-1.7x larger in the RGB image of the
+MS2-like rig than in the thermal one, which token resampling cannot undo). It costs one more
+pass of the encoder and the DMCF modules per view.
 """
 from __future__ import annotations
 
@@ -68,13 +75,17 @@ def sampling_grid(h_matrix: torch.Tensor, height: int, width: int) -> torch.Tens
     return (mapped[..., :2] / mapped[..., 2:]).unsqueeze(0)  # [1, h, w, 2]
 
 
+def warp_maps(maps: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
+    """Resample [N, C, h, w] maps at `grid` ([1, h, w, 2], bilinear); zeros outside the map."""
+    return nn.functional.grid_sample(maps, grid.expand(maps.shape[0], -1, -1, -1),
+                                     mode="bilinear", padding_mode="zeros", align_corners=False)
+
+
 def warp_tokens(tokens: torch.Tensor, grid: torch.Tensor, height: int, width: int) -> torch.Tensor:
     """Resample [N, h*w, C] row-major tokens at `grid` ([1, h, w, 2]); zeros outside the map."""
     n, _, c = tokens.shape
     maps = tokens.transpose(1, 2).reshape(n, c, height, width)  # [N, C, h, w]
-    warped = nn.functional.grid_sample(maps, grid.expand(n, -1, -1, -1), mode="bilinear",
-                                       padding_mode="zeros", align_corners=False)
-    return warped.flatten(2).transpose(1, 2)  # [N, h*w, C]
+    return warp_maps(maps, grid).flatten(2).transpose(1, 2)  # [N, h*w, C]
 
 
 class ViewAlignment(nn.Module):
@@ -106,6 +117,17 @@ class ViewAlignment(nn.Module):
 
         return align
 
+    def images(self, thermal: torch.Tensor,
+               rgb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """`model.align_inputs`: the RGB image on the thermal camera's rays and the thermal
+        image on the RGB camera's rays, [B, C, H, W] each (zeros, the normalised mean, where the
+        other camera does not see)."""
+        height, width = thermal.shape[-2:]
+        rgb_on_thermal = warp_maps(rgb, sampling_grid(self.thr_to_rgb, height, width).to(rgb.dtype))
+        thermal_on_rgb = warp_maps(thermal, sampling_grid(self.rgb_to_thr, height,
+                                                          width).to(thermal.dtype))
+        return rgb_on_thermal, thermal_on_rgb
+
 
 def homography_from_dataset(root, split: str, tolerance: float = 1e-3) -> tuple[float, ...]:
     """`view_homography` of the rig that recorded an MS2-layout data set's `split` sequences.
@@ -120,7 +142,7 @@ def homography_from_dataset(root, split: str, tolerance: float = 1e-3) -> tuple[
 
     sequences = ms2.read_split(root, split)
     if not sequences:
-        raise ValueError(f"model.align_views: split {split!r} of {root} lists no sequences to "
+        raise ValueError(f"model.align_views/align_inputs: split {split!r} of {root} lists no sequences to "
                          "read the rig calibration from")
     first, first_seq = None, None
     for seq in sequences:
@@ -134,7 +156,7 @@ def homography_from_dataset(root, split: str, tolerance: float = 1e-3) -> tuple[
         if first is None:
             first, first_seq = matrix, seq
         elif np.abs(matrix - first).max() > tolerance:
-            raise ValueError(f"model.align_views: sequences {first_seq!r} and {seq!r} of {root} "
+            raise ValueError(f"model.align_views/align_inputs: sequences {first_seq!r} and {seq!r} of {root} "
                              "were recorded with different camera calibrations (their "
                              "thermal -> RGB homographies differ); train one model per rig, or "
                              "set model.view_homography yourself")

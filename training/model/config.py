@@ -85,9 +85,12 @@ class ModelConfig:
     align_views: (fusion) resample the other modality's tokens onto this modality's rays before
         every cross-attention, with the rig's homography at infinite depth (`alignment`), so a
         window compares the same part of the scene in both cameras.
+    align_inputs: (fusion) instead, resample the input images with that homography: each view
+        is predicted from its own image and the other image on its rays (`alignment`); twice
+        the encoder and DMCF work.
     view_homography: that homography, 9 numbers row-major, thermal -> RGB normalised image
         coordinates; `training.train` fills it in from the data set's calibration when
-        align_views is on and it is unset (and the run's config.yaml keeps it).
+        align_views or align_inputs is on and it is unset (and the run's config.yaml keeps it).
     uncertainty_head: also predict, per view and pixel, sigma = the expected |log(depth/true)|
         (a Laplacian scale over log-depth); exported as confidence = exp(-sigma).
     use_checkpointing: recompute Swin blocks in backward (saves memory when training large sizes).
@@ -113,6 +116,7 @@ class ModelConfig:
     detach_cross_modal: bool = False
     image_gated_cross_attention: bool = False
     align_views: bool = False
+    align_inputs: bool = False
     view_homography: tuple[float, ...] | None = None
     uncertainty_head: bool = False
     use_checkpointing: bool = False
@@ -138,9 +142,13 @@ class ModelConfig:
             self.drop_path_rate = SWIN_SPECS[self.variant].drop_path_rate
         if self.view_homography is not None:
             self.view_homography = check_homography(self.view_homography)
-        if self.align_views and self.modality != "fusion":
-            raise ValueError(f"model.align_views needs model.modality=fusion (got "
-                             f"{self.modality!r}): a single-modality model has no other view")
+        for key in ("align_views", "align_inputs"):
+            if getattr(self, key) and self.modality != "fusion":
+                raise ValueError(f"model.{key} needs model.modality=fusion (got "
+                                 f"{self.modality!r}): a single-modality model has no other view")
+        if self.align_views and self.align_inputs:
+            raise ValueError("model.align_views and model.align_inputs are two ways to align "
+                             "the cameras; choose one")
 
     @property
     def spec(self) -> SwinSpec:

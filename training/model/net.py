@@ -14,6 +14,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from .alignment import ViewAlignment
 from .config import ModelConfig
 from .decoder import DepthDecoder
 from .dmcf import DMCF
@@ -56,6 +57,12 @@ class DMCFSide(nn.Module):
         self.output_views: tuple[str, ...] = cfg.output_views
         self.attn_splits = tuple(cfg.attn_splits) if self.fuse else None
         check_input_size(cfg.height, cfg.width, self.attn_splits)
+        for key in ("align_views", "align_inputs"):
+            if getattr(cfg, key) and cfg.view_homography is None:
+                raise ValueError(f"model.{key} needs model.view_homography (training.train "
+                                 "fills it in from the data set's calibration)")
+        # align_inputs: the input images are resampled (alignment.ViewAlignment.images).
+        self.input_alignment = ViewAlignment(cfg.view_homography) if cfg.align_inputs else None
         spec = cfg.spec
         enc_args = dict(embed_dim=spec.embed_dim, depths=spec.depths, num_heads=spec.num_heads,
                         window_size=cfg.window_size, mlp_ratio=cfg.mlp_ratio,
@@ -118,6 +125,16 @@ class DMCFSide(nn.Module):
                              "the thermal size first)")
         return inputs
 
+    def _aligned_pairs(self, inputs: dict[str, torch.Tensor],
+                       views: tuple[str, ...]) -> dict[str, torch.Tensor]:
+        """align_inputs: per wanted view, its own image with the other camera's image on its
+        rays; {"thermal": [n*B, 1, H, W], "rgb": [n*B, 3, H, W]}, pair j = item block j."""
+        thermal, rgb = inputs["thermal"], inputs["rgb"]
+        rgb_on_thermal, thermal_on_rgb = self.input_alignment.images(thermal, rgb)
+        pairs = {"thermal": (thermal, rgb_on_thermal), "rgb": (thermal_on_rgb, rgb)}
+        return {"thermal": torch.cat([pairs[v][0] for v in views]),
+                "rgb": torch.cat([pairs[v][1] for v in views])}
+
     def _select_views(self, views: Sequence[str] | None) -> tuple[str, ...]:
         if views is None:
             return self.output_views
@@ -145,13 +162,22 @@ class DMCFSide(nn.Module):
         first = next(iter(inputs.values()))
         b, _, h, w = first.shape
         check_input_size(h, w, self.attn_splits)
-        feats = self.encode(inputs)  # 4 x [M*B, C_i, H/s, W/s], M modalities
+        if self.input_alignment is not None:
+            inputs = self._aligned_pairs(inputs, views)  # a [thermal; rgb] pair per view
+        feats = self.encode(inputs)  # 4 x [M*B', C_i, H/s, W/s], M modalities
         images = None
         if self.cfg.image_concat:
             images = torch.cat([x.expand(-1, 3, -1, -1) if self.fuse else x
-                                for x in inputs.values()], dim=0)  # [M*B, 3 or Cin, H, W]
+                                for x in inputs.values()], dim=0)  # [M*B', 3 or Cin, H, W]
         fused = [blk(f, images) for blk, f in zip(self.dmcf, feats, strict=True)]
         order = list(inputs)
+        if self.input_alignment is not None:
+            # View j's pair is item block j of each modality's half; keep its own modality's
+            # features: thermal from the thermal half, RGB from the RGB half.
+            n = len(views)
+            keep = [(0 if v == "thermal" else n) + j for j, v in enumerate(views)]
+            fused = [torch.cat([f[k * b:(k + 1) * b] for k in keep]) for f in fused]
+            order = list(views)
         out = {}
         if hasattr(self, "decoder") and views == tuple(order):
             # Shared decoder and every view wanted: one pass over the whole [M*B] batch.
