@@ -67,6 +67,12 @@ ARMS: dict[str, tuple[list[str], str]] = {
                             "fused, the RGB camera blanked in 50 % of the training samples"),
     "fused_dropout_rgb70": (["data.modality_dropout_p=0.7", "data.modality_dropout_of=[rgb]"],
                             "fused, the RGB camera blanked in 70 % of the training samples"),
+    "fused_unshared_detach_rgb30": (["model.shared_encoder=false", "model.shared_decoder=false",
+                                     "model.detach_cross_modal=true",
+                                     "data.modality_dropout_p=0.3",
+                                     "data.modality_dropout_of=[rgb]"],
+                                    "fused_unshared_detach trained as fused_dropout_rgb30 (the "
+                                    "RGB camera blanked in 30 % of the samples)"),
     "fused_global_attn": (["model.attn_splits=[1,1,1,1]"],
                           "fused, attention over the whole map at every scale (no K x K "
                           "windows): a token can reach the other camera's view of its scene "
