@@ -73,6 +73,12 @@ ARMS: dict[str, tuple[list[str], str]] = {
                                      "data.modality_dropout_of=[rgb]"],
                                     "fused_unshared_detach trained as fused_dropout_rgb30 (the "
                                     "RGB camera blanked in 30 % of the samples)"),
+    "fused_rgb_noise": (["data.augment.rgb_noise_std=12"],
+                        "fused, fresh Gaussian noise on the RGB training images (std drawn from "
+                        "U(0, 12) levels per sample): the recorded frames' noise cannot be "
+                        "memorised"),
+    "rgb_only_noise": (["model.modality=rgb_only", "data.augment.rgb_noise_std=12"],
+                       "RGB-only baseline with the same RGB noise augmentation"),
     "fused_global_attn": (["model.attn_splits=[1,1,1,1]"],
                           "fused, attention over the whole map at every scale (no K x K "
                           "windows): a token can reach the other camera's view of its scene "

@@ -322,3 +322,31 @@ def test_damaged_calib_named(ms2_root):
         np.save(path, calib, allow_pickle=True)
         with pytest.raises(ms2.MS2FormatError, match=rf"{path}: {key} .*{message}"):
             ms2.load_calib(ms2_root, SEQ)
+
+
+def test_rgb_noise_augmentation_is_fresh_seeded_and_off_by_default():
+    from training.data.augment import jitter_rgb
+
+    rgb = np.full((48, 64, 3), 120, np.uint8)
+    off = AugmentConfig(**NO_JITTER)
+    assert off.rgb_noise_std == 0.0
+    rng = np.random.default_rng(3)
+    np.testing.assert_array_equal(jitter_rgb(rgb, off, rng), rgb)
+    reference = np.random.default_rng(3)
+    reference.uniform(size=3)  # brightness, contrast, saturation: nothing else is drawn when off
+    assert rng.random() == reference.random()
+    noisy_cfg = AugmentConfig(**NO_JITTER, rgb_noise_std=12.0)
+    first = jitter_rgb(rgb, noisy_cfg, np.random.default_rng(5))
+    np.testing.assert_array_equal(first, jitter_rgb(rgb, noisy_cfg, np.random.default_rng(5)))
+    second = jitter_rgb(rgb, noisy_cfg, np.random.default_rng(6))
+    assert not np.array_equal(first, second)  # another draw, another pattern
+    residual = first.astype(np.float32) - 120.0
+    assert abs(residual.mean()) < 1.0 and 0.0 < residual.std() <= 12.5
+    # Independent per channel: the three planes differ.
+    assert not np.array_equal(first[..., 0], first[..., 1])
+
+
+@pytest.mark.parametrize("std", [-1.0, 256.0, float("nan")])
+def test_bad_rgb_noise_setting_is_refused_by_name(std):
+    with pytest.raises(ValueError, match="rgb_noise_std"):
+        AugmentConfig(rgb_noise_std=std)

@@ -4,7 +4,7 @@ All geometric operations are applied to both modalities and both ground-truth ma
 the fused views stay consistent: a horizontal flip flips everything; a scale-and-crop cuts the
 same relative window out of each camera's image and its own GT. The crop is later resized to the
 network size, a zoom by `scale` under fixed intrinsics, so GT depth is divided by `scale` (Eigen et
-al., NIPS 2014: objects s times larger look s times nearer); GT is resized with nearest neighbour. Photometric jitter is per modality: colour jitter on the RGB
+al., NIPS 2014: objects s times larger look s times nearer); GT is resized with nearest neighbour. Photometric jitter is per modality: colour jitter (and optional sensor noise) on the RGB
 bytes, gain/offset/gamma jitter on the thermal counts. A pure gain/offset alone would be undone by
 the per-image percentile min-max of `preprocess_thermal`, so a mild gamma makes it count.
 """
@@ -28,6 +28,10 @@ class AugmentConfig:
     thermal_gain: float = 0.05         # thermal counts * (1 +- gain)
     thermal_offset_counts: float = 150.0  # thermal counts + U(-offset, offset)
     thermal_gamma: float = 0.15        # thermal contrast curve exponent in 1 +- gamma
+    # RGB: Gaussian sensor noise, independent per pixel and channel, with a standard deviation
+    # drawn per sample from U(0, rgb_noise_std) in 8-bit levels (0 = off, the default). Fresh
+    # noise every epoch keeps a network from memorising a recorded frame's fixed noise pattern.
+    rgb_noise_std: float = 0.0
 
     def __post_init__(self):
         if self.max_scale < 1.0:
@@ -35,6 +39,9 @@ class AugmentConfig:
         for name in ("flip_p", "crop_p"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"AugmentConfig.{name} must be in [0, 1], got {getattr(self, name)}")
+        if not 0.0 <= self.rgb_noise_std < 256.0:
+            raise ValueError(f"AugmentConfig.rgb_noise_std must be in [0, 256) 8-bit levels, got "
+                             f"{self.rgb_noise_std}")
 
 
 def hflip(sample: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -71,6 +78,9 @@ def jitter_rgb(rgb: np.ndarray, cfg: AugmentConfig, rng: np.random.Generator) ->
     grey = image @ np.array([0.299, 0.587, 0.114], np.float32)
     image = (image - grey[..., None]) * rng.uniform(1 - cfg.saturation, 1 + cfg.saturation)
     image += grey[..., None]
+    if cfg.rgb_noise_std > 0.0:  # no draw when off: older runs' augmentation streams unchanged
+        sigma = np.float32(rng.uniform(0.0, cfg.rgb_noise_std))
+        image += rng.standard_normal(image.shape, dtype=np.float32) * sigma
     return np.clip(image + 0.5, 0, 255).astype(np.uint8)
 
 
