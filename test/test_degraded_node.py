@@ -133,7 +133,12 @@ def test_black_rgb_frames_switch_to_thermal_only_and_back(harness_factory):
     h.spin_until(lambda: False, 0.3)
     thermal = cams.stamps("thermal", first_black_ns)
     early = [s for s in thermal if s < first_black_ns + STALE_S * 1e9]
-    assert len(early) >= 2 and len(thermal) - len(early) >= 2, thermal
+    # As many as were sent in that second (at least 2, unless this process itself was
+    # descheduled and sent fewer: on a loaded VM the publisher can stall for a second too).
+    sent_early = [s for s in cams.sent["thermal"]
+                  if first_black_ns <= s < first_black_ns + STALE_S * 1e9]
+    assert len(early) >= min(2, len(sent_early)) and len(thermal) - len(early) >= 2, (
+        thermal, sent_early)
     assert not cams.stamps("rgb", first_black_ns - 1)
     status, values = _status_with(h, "thermal_only", WARN, start=diagnostics_before)
     assert values["mode_reason"].startswith("rgb image is black (mean 0.0 of 255"), values
