@@ -4,8 +4,9 @@ All geometric operations are applied to both modalities and both ground-truth ma
 the fused views stay consistent: a horizontal flip flips everything; a scale-and-crop cuts the
 same relative window out of each camera's image and its own GT. The crop is later resized to the
 network size, a zoom by `scale` under fixed intrinsics, so GT depth is divided by `scale` (Eigen et
-al., NIPS 2014: objects s times larger look s times nearer); GT is resized with nearest neighbour. Photometric jitter is per modality: colour jitter (and optional sensor noise) on the RGB
-bytes, gain/offset/gamma jitter on the thermal counts. A pure gain/offset alone would be undone by
+al., NIPS 2014: objects s times larger look s times nearer); GT is resized with nearest neighbour.
+Photometric jitter is per modality: colour jitter (and optional sensor noise) on the RGB bytes,
+gain/offset/gamma jitter on the thermal counts. A pure gain/offset alone would be undone by
 the per-image percentile min-max of `preprocess_thermal`, so a mild gamma makes it count.
 """
 from __future__ import annotations

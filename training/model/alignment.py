@@ -107,8 +107,7 @@ class ViewAlignment(nn.Module):
         per forward; every Cross-Relation block then reuses them): a function
         [2B, h*w, C] ordered [rgb; thermal] -> the same, each half in the other modality's
         pixel grid."""
-        to_thermal_grid = sampling_grid(self.thr_to_rgb, height, width).to(dtype)
-        to_rgb_grid = sampling_grid(self.rgb_to_thr, height, width).to(dtype)
+        to_thermal_grid, to_rgb_grid = self._grids(height, width, dtype)
 
         def align(other: torch.Tensor) -> torch.Tensor:
             rgb, thermal = other.chunk(2, dim=0)
@@ -122,11 +121,15 @@ class ViewAlignment(nn.Module):
         """`model.align_inputs`: the RGB image on the thermal camera's rays and the thermal
         image on the RGB camera's rays, [B, C, H, W] each (zeros, the normalised mean, where the
         other camera does not see)."""
-        height, width = thermal.shape[-2:]
-        rgb_on_thermal = warp_maps(rgb, sampling_grid(self.thr_to_rgb, height, width).to(rgb.dtype))
-        thermal_on_rgb = warp_maps(thermal, sampling_grid(self.rgb_to_thr, height,
-                                                          width).to(thermal.dtype))
-        return rgb_on_thermal, thermal_on_rgb
+        to_thermal_grid, to_rgb_grid = self._grids(*thermal.shape[-2:], thermal.dtype)
+        return warp_maps(rgb, to_thermal_grid.to(rgb.dtype)), warp_maps(thermal, to_rgb_grid)
+
+    def _grids(self, height: int, width: int,
+               dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+        """(where a thermal pixel lands in the RGB image, where an RGB pixel lands in the
+        thermal image) for a height x width map, as grid_sample grids of `dtype`."""
+        return (sampling_grid(self.thr_to_rgb, height, width).to(dtype),
+                sampling_grid(self.rgb_to_thr, height, width).to(dtype))
 
 
 def homography_from_dataset(root, split: str, tolerance: float = 1e-3) -> tuple[float, ...]:
@@ -142,8 +145,8 @@ def homography_from_dataset(root, split: str, tolerance: float = 1e-3) -> tuple[
 
     sequences = ms2.read_split(root, split)
     if not sequences:
-        raise ValueError(f"model.align_views/align_inputs: split {split!r} of {root} lists no sequences to "
-                         "read the rig calibration from")
+        raise ValueError(f"model.align_views/align_inputs: split {split!r} of {root} lists no "
+                         "sequences to read the rig calibration from")
     first, first_seq = None, None
     for seq in sequences:
         calib = ms2.load_calib(root, seq)
@@ -156,8 +159,8 @@ def homography_from_dataset(root, split: str, tolerance: float = 1e-3) -> tuple[
         if first is None:
             first, first_seq = matrix, seq
         elif np.abs(matrix - first).max() > tolerance:
-            raise ValueError(f"model.align_views/align_inputs: sequences {first_seq!r} and {seq!r} of {root} "
-                             "were recorded with different camera calibrations (their "
+            raise ValueError(f"model.align_views/align_inputs: sequences {first_seq!r} and "
+                             f"{seq!r} of {root} were recorded with different camera calibrations (their "
                              "thermal -> RGB homographies differ); train one model per rig, or "
                              "set model.view_homography yourself")
     return tuple(float(v) for v in first.ravel())
