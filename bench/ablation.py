@@ -47,6 +47,12 @@ ARMS: dict[str, tuple[list[str], str]] = {
                                "model.detach_cross_modal=true"],
                               "fused_unshared with cross-attention without gradients into the "
                               "other modality: each encoder is trained by its own view only"),
+    "fused_two_towers": (["model.shared_encoder=false", "model.shared_decoder=false",
+                          "model.shared_dmcf=false", "model.detach_cross_modal=true"],
+                         "fused, one encoder, one set of DMCF weights and one decoder per "
+                         "modality, cross-attention without gradients into the other "
+                         "modality: each view is a single-modality network trained by its own "
+                         "loss that reads the other camera's tokens as an input"),
     "fused_rgb_blanked": (["data.modality_dropout_p=1.0", "data.modality_dropout_of=[rgb]"],
                           "control: the fusion network trained with the RGB input always "
                           "blanked (its thermal-alone score isolates the architecture's cost)"),

@@ -239,6 +239,40 @@ def test_detach_cross_modal_stops_gradients_into_the_other_modality():
     torch.testing.assert_close(outs[True], outs[False])
 
 
+def test_separate_dmcf_weights_train_each_view_by_its_own_loss():
+    """shared_dmcf=false gives every DMCF layer a thermal and an RGB copy. With separate
+    encoders, decoders and detach_cross_modal, the thermal view's loss then reaches only
+    thermal-side parameters (train mode, so BatchNorm statistics are per-modality too), while
+    its depth still depends on the RGB image."""
+    from training.model.dmcf import PerModality
+
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(variant="tiny", height=64, width=128, shared_dmcf=False,
+                                    shared_encoder=False, shared_decoder=False,
+                                    detach_cross_modal=True)).train()
+    assert isinstance(model.dmcf[0].conv, PerModality)
+    assert isinstance(model.dmcf[0].blocks[0].cross_attn_ffn, PerModality)
+    names = {n for n, _ in model.named_parameters()}
+    assert {"dmcf.0.conv.thermal.block.0.weight",
+            "dmcf.3.blocks.1.cross_attn_ffn.rgb.q_proj.weight"} <= names
+    shared = sum(p.numel() for p in _tiny().dmcf.parameters())
+    assert sum(p.numel() for p in model.dmcf.parameters()) == 2 * shared
+    thermal, rgb = _inputs(2, 64, 128)
+    model(thermal, rgb)["depth_thermal"].sum().backward()
+    touched = {n for n, p in model.named_parameters()
+               if p.grad is not None and p.grad.abs().sum() > 0}
+    rgb_side = {n for n in names if ".rgb." in n or n.startswith(("encoder_rgb", "decoder_rgb"))}
+    assert touched and not touched & rgb_side
+    assert any(".thermal." in n for n in touched if n.startswith("dmcf"))
+    model.eval()
+    with torch.no_grad():
+        a = model(thermal, rgb)["depth_thermal"]
+        b = model(thermal, torch.zeros_like(rgb))["depth_thermal"]
+    assert (a - b).abs().max() > 1e-6  # still fused: the RGB image changes the thermal view
+    with pytest.raises(ValueError, match="shared_dmcf"):
+        ModelConfig(modality="thermal_only", shared_dmcf=False)
+
+
 def test_shift_mask_blocks_attention_across_shifted_regions():
     torch.manual_seed(0)
     h = w = 16

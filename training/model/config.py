@@ -63,6 +63,10 @@ class ModelConfig:
     max_depth_m: depth = sigmoid * max_depth_m.
     modality: "fusion" (DMCF-SIDE) or a single-modality baseline "thermal_only" / "rgb_only".
     shared_encoder / shared_decoder / image_concat: the paper's ablation switches.
+    shared_dmcf: (fusion) one set of DMCF weights (ConvBlock and attention layers) serves both
+        modalities, as in the paper and GMFlow; false gives each modality its own copy, so that
+        with `shared_encoder: false`, `shared_decoder: false` and `detach_cross_modal` a view's
+        weights are trained by its own loss only and it reads the other camera as an input.
     window_size: Swin window (7 in the ImageNet checkpoints; a different value resizes the
         relative-position tables when pretrained weights are loaded).
     attn_splits: GMFlow-style K per scale (1/4, 1/8, 1/16, 1/32): the map is cut into K x K windows.
@@ -103,6 +107,7 @@ class ModelConfig:
     modality: str = "fusion"
     shared_encoder: bool = True
     shared_decoder: bool = True
+    shared_dmcf: bool = True
     image_concat: bool = True
     window_size: int = 7
     attn_splits: tuple[int, int, int, int] = (4, 4, 2, 2)
@@ -146,6 +151,9 @@ class ModelConfig:
             if getattr(self, key) and self.modality != "fusion":
                 raise ValueError(f"model.{key} needs model.modality=fusion (got "
                                  f"{self.modality!r}): a single-modality model has no other view")
+        if not self.shared_dmcf and self.modality != "fusion":
+            raise ValueError(f"model.shared_dmcf=false needs model.modality=fusion (got "
+                             f"{self.modality!r}): a single-modality model has no DMCF attention")
         if self.align_views and self.align_inputs:
             raise ValueError("model.align_views and model.align_inputs are two ways to align "
                              "the cameras; choose one")

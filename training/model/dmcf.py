@@ -112,6 +112,32 @@ class AttentionLayer(nn.Module):
         return source + message
 
 
+class PerModality(nn.Module):
+    """Two copies of a layer, one per modality, for a [thermal; rgb] batch: the first
+    `batch_args` positional tensors are split in halves, each half goes through its own
+    modality's copy (the other arguments are passed to both), and the outputs are concatenated
+    back: [2B, ...] -> [2B, ...]. With it a modality's tokens are transformed only by weights
+    that its own view's loss trains (`model.shared_dmcf: false`)."""
+
+    def __init__(self, make: Callable[[], nn.Module], batch_args: int = 1) -> None:
+        super().__init__()
+        self.thermal = make()
+        self.rgb = make()
+        self.batch_args = batch_args
+
+    def forward(self, *args, **kwargs) -> torch.Tensor:
+        n = self.batch_args
+        halves = [a.chunk(2, dim=0) for a in args[:n]]
+        rest = args[n:]
+        return torch.cat([self.thermal(*(h[0] for h in halves), *rest, **kwargs),
+                          self.rgb(*(h[1] for h in halves), *rest, **kwargs)], dim=0)
+
+
+def per_modality(separate: bool, make: Callable[[], nn.Module], batch_args: int = 1) -> nn.Module:
+    """`make()` shared by both modalities, or a `PerModality` pair when `separate`."""
+    return PerModality(make, batch_args) if separate else make()
+
+
 def swap_halves(x: torch.Tensor) -> torch.Tensor:
     """[thermal; rgb] -> [rgb; thermal] along the batch (static split, ONNX friendly)."""
     a, b = x.chunk(2, dim=0)
@@ -128,19 +154,24 @@ class CrossRelationBlock(nn.Module):
 
     def __init__(self, dim: int, ffn_expansion: int, shifted_pair: bool = False,
                  zero_init: bool = False, gated: bool = False,
-                 detach_other: bool = False, image_gated: bool = False) -> None:
+                 detach_other: bool = False, image_gated: bool = False,
+                 separate_weights: bool = False) -> None:
         super().__init__()
         self.detach_other = detach_other
         cross = dict(with_ffn=True, ffn_expansion=ffn_expansion, zero_init=zero_init,
                      gated=gated, image_gated=image_gated)  # both cross-attention layers
-        self.self_attn = AttentionLayer(dim, with_ffn=False, zero_init=zero_init)
-        self.cross_attn_ffn = AttentionLayer(dim, **cross)
+
+        def layer(**kw) -> nn.Module:  # source and target are [2B] batches
+            return per_modality(separate_weights, lambda: AttentionLayer(dim, **kw), 2)
+
+        self.self_attn = layer(with_ffn=False, zero_init=zero_init)
+        self.cross_attn_ffn = layer(**cross)
         self.shifted_pair = shifted_pair
         if shifted_pair:
-            self.self_attn_shifted = AttentionLayer(dim, with_ffn=False, zero_init=zero_init)
-            self.cross_attn_ffn_shifted = AttentionLayer(dim, **cross)
+            self.self_attn_shifted = layer(with_ffn=False, zero_init=zero_init)
+            self.cross_attn_ffn_shifted = layer(**cross)
 
-    def _pair(self, self_attn: AttentionLayer, cross_attn: AttentionLayer, x: torch.Tensor,
+    def _pair(self, self_attn: nn.Module, cross_attn: nn.Module, x: torch.Tensor,
               h: int, w: int, num_splits: int, with_shift: bool,
               attn_mask: torch.Tensor | None,
               align: Callable[[torch.Tensor], torch.Tensor] | None):
@@ -192,6 +223,8 @@ class DMCF(nn.Module):
     view_homography: 9 numbers, thermal -> RGB normalised coordinates (`alignment`): the
         cross-attention reads the other modality resampled onto this one's rays; None = the
         paper's pixel-position correspondence.
+    separate_weights: (fusion) the ConvBlock and every attention layer have one copy of their
+        weights per modality (`PerModality`) instead of one shared by both.
     """
 
     def __init__(self, in_channels: int, image_channels: int, stride: int, num_splits: int,
@@ -200,7 +233,8 @@ class DMCF(nn.Module):
                  gated_cross_attention: bool = False, modality_batchnorm: bool = False,
                  detach_cross_modal: bool = False,
                  image_gated_cross_attention: bool = False,
-                 view_homography: tuple[float, ...] | None = None) -> None:
+                 view_homography: tuple[float, ...] | None = None,
+                 separate_weights: bool = False) -> None:
         super().__init__()
         self.stride = stride
         self.out_channels = in_channels // 2
@@ -209,12 +243,14 @@ class DMCF(nn.Module):
         if attn_pairs_per_block not in (1, 2):
             raise ValueError(f"attn_pairs_per_block must be 1 or 2, got {attn_pairs_per_block}")
         self.shifted_pairs = attn_pairs_per_block == 2
-        self.conv = ConvBlock(in_channels + image_channels, self.out_channels,
-                              per_modality_norm=fuse and modality_batchnorm)
+        separate = fuse and separate_weights
+        self.conv = per_modality(separate, lambda: ConvBlock(
+            in_channels + image_channels, self.out_channels,
+            per_modality_norm=fuse and modality_batchnorm and not separate))
         self.blocks = nn.ModuleList(
             CrossRelationBlock(self.out_channels, ffn_expansion, self.shifted_pairs,
                                zero_init_attention, gated_cross_attention, detach_cross_modal,
-                               image_gated_cross_attention)
+                               image_gated_cross_attention, separate)
             for _ in range(num_blocks)
         ) if fuse else nn.ModuleList()
         self.align = ViewAlignment(view_homography) if fuse and view_homography else None

@@ -89,7 +89,8 @@ class DMCFSide(nn.Module):
                  modality_batchnorm=cfg.modality_batchnorm,
                  detach_cross_modal=cfg.detach_cross_modal,
                  image_gated_cross_attention=cfg.image_gated_cross_attention,
-                 view_homography=cfg.view_homography if cfg.align_views else None)
+                 view_homography=cfg.view_homography if cfg.align_views else None,
+                 separate_weights=not cfg.shared_dmcf)
             for c, stride, k in zip(channels, STAGE_STRIDES, splits, strict=True))
         skips = [c // 2 for c in channels]
         unc = cfg.uncertainty_head
