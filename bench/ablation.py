@@ -53,6 +53,17 @@ ARMS: dict[str, tuple[list[str], str]] = {
                          "modality, cross-attention without gradients into the other "
                          "modality: each view is a single-modality network trained by its own "
                          "loss that reads the other camera's tokens as an input"),
+    "fused_sep_dmcf": (["model.shared_dmcf=false"],
+                       "fused, one set of DMCF weights per modality (encoder and decoder shared)"),
+    "fused_two_towers_grad": (["model.shared_encoder=false", "model.shared_decoder=false",
+                               "model.shared_dmcf=false"],
+                              "fused_two_towers with gradients through the cross-attention "
+                              "into the other modality (no detach_cross_modal)"),
+    "fused_two_towers_rgb30": (["model.shared_encoder=false", "model.shared_decoder=false",
+                                "model.shared_dmcf=false", "model.detach_cross_modal=true",
+                                "data.modality_dropout_p=0.3", "data.modality_dropout_of=[rgb]"],
+                               "fused_two_towers trained as fused_dropout_rgb30 (the RGB camera "
+                               "blanked in 30 % of the samples)"),
     "fused_rgb_blanked": (["data.modality_dropout_p=1.0", "data.modality_dropout_of=[rgb]"],
                           "control: the fusion network trained with the RGB input always "
                           "blanked (its thermal-alone score isolates the architecture's cost)"),

@@ -71,6 +71,25 @@ def test_config_overrides_and_unknown_keys(tiny_config, tmp_path):
         load_config(tiny_config, ["optim.batch_size=two"])
 
 
+@pytest.mark.parametrize("path", sorted((REPO / "training" / "configs").glob("*.yaml")),
+                         ids=lambda p: p.name)
+def test_shipped_configs_load(path):
+    """Every config in training/configs parses with its model block validated (a renamed or
+    misspelt key in a config nobody ran recently fails here, not after a GPU queue)."""
+    cfg = load_config(path)
+    assert cfg.model.height % 32 == 0 and cfg.model.width % 32 == 0
+    assert cfg.optim.max_steps > 0
+
+
+def test_two_towers_config_is_swin_b_ms2_with_separate_towers():
+    base = load_config(REPO / "training/configs/swin_b_ms2.yaml").model
+    towers = load_config(REPO / "training/configs/swin_b_two_towers.yaml").model
+    assert (towers.shared_encoder, towers.shared_decoder, towers.shared_dmcf,
+            towers.detach_cross_modal) == (False, False, False, True)
+    for key in ("variant", "height", "width", "attn_splits", "modality", "max_depth_m"):
+        assert getattr(towers, key) == getattr(base, key), key
+
+
 def test_twenty_steps_lower_the_loss_and_write_run_files(tiny_config, tiny_data, tmp_path):
     run = tmp_path / "run"
     assert _train(tiny_config, tiny_data, run) == 0
