@@ -270,6 +270,22 @@ def _change(a, b) -> str:
     return f"{(a[0] / b[0] - 1) * 100:+.1f} %" if a and b else "-"
 
 
+def dropout_bases(arms: list[str]) -> dict[str, list[str]]:
+    """{base arm: [its modality-dropout arms]}: an arm trained with `data.modality_dropout_*`
+    and the arm with the same overrides without them (e.g. fused_two_towers_rgb30 ->
+    fused_two_towers), for the cost of dropout on full input."""
+    bases: dict[str, list[str]] = {}
+    for arm in arms:
+        overrides = ARMS[arm][0]
+        rest = [o for o in overrides if not o.startswith("data.modality_dropout")]
+        if arm in ALONE or rest == overrides:
+            continue
+        base = next((a for a, (o, _) in ARMS.items() if o == rest), None)
+        if base is not None:
+            bases.setdefault(base, []).append(arm)
+    return bases
+
+
 def degraded_markdown(agg: dict, arms: list[str]) -> str:
     """A fused model with one camera lost vs the dedicated single-modality model of the other
     camera, and what modality dropout costs the fused model on full input (metric abs_rel)."""
@@ -290,16 +306,17 @@ def degraded_markdown(agg: dict, arms: list[str]) -> str:
             lines.append(f"| {view} / {split} | " + " | ".join(_cell(x) for x in alone)
                          + f" | {_cell(single)} | "
                          + " | ".join(_change(x, single) for x in alone) + " |")
-    dropout_arms = [a for a in fused_arms if a.startswith("fused_dropout")]
-    if dropout_arms and "fused" in agg:
+    for base, dropout_arms in dropout_bases(fused_arms).items():
+        if base not in agg:
+            continue
         lines += ["", f"cost of modality dropout on full input: {', '.join(dropout_arms)} vs "
-                      "fused (metric abs_rel)", "",
-                  "| view / split | fused | " + " | ".join(dropout_arms) + " | "
+                      f"{base} (the same arm without dropout; metric abs_rel)", "",
+                  f"| view / split | {base} | " + " | ".join(dropout_arms) + " | "
                   + " | ".join(f"change {a}" for a in dropout_arms) + " |",
                   "|---" * (2 + 2 * len(dropout_arms)) + "|"]
         for view in ("thermal", "rgb"):
             for split in splits:
-                b = _stat(agg, "fused", split, view)
+                b = _stat(agg, base, split, view)
                 dropped = [_stat(agg, a, split, view) for a in dropout_arms]
                 lines.append(f"| {view} / {split} | {_cell(b)} | "
                              + " | ".join(_cell(a) for a in dropped) + " | "

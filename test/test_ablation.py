@@ -68,7 +68,7 @@ def test_ablation_table_plot_and_reuse(data_root, tmp_path):
         ablation.main(args[:-1] + ["fused,mystery"])
 
 
-def test_degraded_tables_compare_every_dropout_arm_with_fused():
+def test_degraded_tables_compare_every_dropout_arm_with_its_base():
     import ablation
 
     def cell(mean):  # aggregate's [mean, std, n] for one view of one split
@@ -97,6 +97,18 @@ def test_degraded_tables_compare_every_dropout_arm_with_fused():
             "+10.0 % | +20.0 % |") in cost
     assert ("| rgb / test_day | 0.2000 ± 0.0100 | 0.1900 ± 0.0100 | 0.2000 ± 0.0100 | "
             "-5.0 % | +0.0 % |") in cost
+    # A dropout arm of another variant is compared with that variant, not with fused.
+    assert ablation.dropout_bases(["fused", "fused_dropout_rgb30", "fused_two_towers_rgb30",
+                                   "fused_rgb_blanked", "thermal_only"]) == {
+        "fused": ["fused_dropout_rgb30"], "fused_two_towers": ["fused_two_towers_rgb30"]}
+    agg["fused_two_towers"] = {"test_day": {"metric": {"thermal": cell(0.08), "rgb": cell(0.16)}}}
+    agg["fused_two_towers_rgb30"] = {"test_day": {"metric": {
+        "thermal": cell(0.088), "rgb": cell(0.16), "thermal_alone": cell(0.09),
+        "rgb_alone": cell(0.4)}}}
+    lines = ablation.degraded_markdown(agg, list(agg)).splitlines()
+    towers = lines[lines.index(next(x for x in lines if x.startswith(
+        "cost of modality dropout on full input: fused_two_towers_rgb30 vs fused_two_towers"))):]
+    assert ("| thermal / test_day | 0.0800 ± 0.0100 | 0.0880 ± 0.0100 | +10.0 % |") in towers
 
 
 def test_train_fit_root_lists_training_sequences_by_condition(data_root, tmp_path):
