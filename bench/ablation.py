@@ -235,23 +235,24 @@ def _cell(stat: tuple[float, float, int] | None) -> str:
     return f"{stat[0]:.4f} ± {stat[1]:.4f}" if stat[2] > 1 else f"{stat[0]:.4f} (1 seed)"
 
 
-def markdown(agg: dict, arms: list[str], seeds: list[int], mode: str = "metric") -> str:
-    """abs_rel table (mean ± std over seeds) per view and split, and the fused-vs-single change."""
+def markdown(agg: dict, arms: list[str], seeds: list[int], mode: str = "metric",
+             compare: tuple[str, ...] = ("fused",)) -> str:
+    """abs_rel table (mean ± std over seeds) per view and split, and for each fused arm in
+    `compare` its change against the single-modality model of that view."""
     splits = sorted({s for a in agg.values() for s in a}, key=lambda s: ("day" not in s, s))
+    heads = ["change" if a == "fused" and len(compare) == 1 else f"change {a}" for a in compare]
     lines = [f"{mode} abs_rel, mean ± sample std over seeds {seeds} (best.pt by validation); "
-             "change = fused vs the single-modality model of that view (negative = fused better)",
-             "", "| view / split | " + " | ".join(arms) + " | change |",
-             "|---" * (len(arms) + 2) + "|"]
+             f"change = {', '.join(compare)} vs the single-modality model of that "
+             "view (negative = fused better)",
+             "", "| view / split | " + " | ".join(arms + heads) + " |",
+             "|---" * (len(arms) + len(heads) + 1) + "|"]
     for view in ("thermal", "rgb"):
         for split in splits:
-            cells, stats = [], {}
-            for arm in arms:
-                stat = _arm_stat(agg, arm, split, view, mode)
-                stats[arm] = stat
-                cells.append(_cell(stat))
-            fused, single = stats.get("fused"), stats.get(SINGLE[view])
-            change = f"{(fused[0] / single[0] - 1) * 100:+.1f} %" if fused and single else "-"
-            lines.append(f"| {view} / {split} | " + " | ".join(cells) + f" | {change} |")
+            stats = {arm: _arm_stat(agg, arm, split, view, mode) for arm in arms}
+            single = stats.get(SINGLE[view])
+            cells = [_cell(stats[arm]) for arm in arms]
+            cells += [_change(stats.get(a), single) for a in compare]
+            lines.append(f"| {view} / {split} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -391,6 +392,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--seeds", default="0,1,2", help="comma list of seeds")
     parser.add_argument("--arms", default="fused,thermal_only,rgb_only,fused_4pairs",
                         help=f"comma list of {sorted(ARMS)}")
+    parser.add_argument("--compare", default="fused",
+                        help="comma list of fused arms whose change vs the single-modality "
+                             "models the tables show (default: fused)")
     parser.add_argument("--steps", type=int, default=None, help="override optim.max_steps")
     parser.add_argument("--train-fit", action="store_true",
                         help="also score every run on its own training sequences per condition "
@@ -424,6 +428,9 @@ def main(argv: list[str] | None = None) -> int:
     unknown = [a for a in arms if a not in ARMS]
     if unknown:
         raise SystemExit(f"unknown arm(s) {unknown}; choose from {sorted(ARMS)}")
+    stray = [a for a in args.compare.split(",") if a not in arms]
+    if stray and args.compare != "fused":
+        raise SystemExit(f"--compare {stray}: not among --arms {arms}")
     seeds = [int(s) for s in args.seeds.split(",")]
     data_root, out = args.data_root.resolve(), args.out.resolve()
     results: dict[str, dict[int, dict]] = {}
@@ -442,7 +449,9 @@ def main(argv: list[str] | None = None) -> int:
                 fit.setdefault(arm, {})[seed] = evaluate_run(
                     run_dir, fit_root, degraded, "eval_train.json", step=FIT_FRAME_STEP)
     agg = aggregate(results)
-    table = markdown(agg, arms, seeds) + "\n\n" + markdown(agg, arms, seeds, mode="median")
+    compare = tuple(args.compare.split(","))
+    table = (markdown(agg, arms, seeds, compare=compare) + "\n\n"
+             + markdown(agg, arms, seeds, mode="median", compare=compare))
     degraded = degraded_markdown(agg, arms)
     if degraded:
         table += "\n\n" + degraded

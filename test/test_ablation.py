@@ -150,6 +150,12 @@ def test_fit_table_and_control_arm_report_the_view_fed_alone():
     table = ablation.markdown(test, arms, [0, 1, 2]).splitlines()
     assert "| thermal / test_night | 0.1100 ± 0.0100 | 0.1200 ± 0.0100 | - |" in table
     assert "| rgb / test_night | - | - | - |" in table
+    test["fused"] = {"test_night": {"metric": {"thermal": cell(0.121), "rgb": cell(0.3)}}}
+    table = ablation.markdown(test, list(test), [0], compare=("fused", "fused_rgb_blanked"))
+    assert ("| thermal / test_night | 0.1100 ± 0.0100 | 0.1200 ± 0.0100 | 0.1210 ± 0.0100 | "
+            "+10.0 % | +9.1 % |") in table.splitlines()
+    assert "| view / split | thermal_only | fused_rgb_blanked | fused | change fused | " \
+           "change fused_rgb_blanked |" in table
 
 
 def test_generator_command_rebuilds_the_data_command_from_the_generators_record(tmp_path):
