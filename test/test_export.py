@@ -60,6 +60,23 @@ def test_onnxruntime_matches_pytorch(tiny_onnx_model, record_property):
     assert recorded == pytest.approx(max(diffs.values()), abs=1e-6)
 
 
+def test_two_tower_model_exports_and_runs_in_onnxruntime(tmp_path):
+    """`swin_b_two_towers.yaml`'s sharing (separate encoder, DMCF weights and decoder per
+    modality, detached cross-attention) exports to plain ONNX and runs in the node's backend
+    with PyTorch's depth."""
+    from model_fixtures import make_tiny_checkpoint
+
+    ckpt = make_tiny_checkpoint(tmp_path, height=64, width=128, shared_encoder=False,
+                                shared_decoder=False, shared_dmcf=False, detach_cross_modal=True)
+    path = export_mod.export_checkpoint(ckpt, tmp_path / "towers.onnx", fmt="onnx")
+    assert not export_mod.FORBIDDEN_OPS & {n.op_type for n in onnx.load(str(path)).graph.node}
+    feeds, reference = _torch_reference(ckpt)
+    depth = create_backend(path, device="cpu").infer(feeds["thermal"], feeds["rgb"])
+    for view in ("thermal", "rgb"):
+        assert np.max(np.abs(depth[view] - reference[view])) < 1e-3, view
+    assert load_metadata(path).extra["parity_max_abs_diff_m"] < 1e-3
+
+
 def test_pt2_export_runs_in_torch_backend(small_ckpt, tmp_path):
     out = export_mod.export_checkpoint(small_ckpt, tmp_path / "tiny.pt2", fmt="pt2")
     md = load_metadata(out)
