@@ -5,7 +5,8 @@ added, then two Cross-Relation blocks run window self-attention inside each moda
 window cross-attention between modalities; the second block uses shifted windows. Both
 modalities travel as one [2B, ...] batch ordered [thermal; rgb]; the cross-attention target is
 the same batch with its halves swapped (GMFlow's [f0;f1]/[f1;f0] trick), so one set of weights
-serves both directions.
+serves both directions; with `model.shared_dmcf: false` every layer has a copy per modality
+(`PerModality`) and each half goes through its own.
 """
 from __future__ import annotations
 
