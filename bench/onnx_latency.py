@@ -1,11 +1,13 @@
 """ONNX export time, file size and ONNX Runtime CPU latency of DMCF-SIDE variants (issue 5).
 
     .venv/bin/python bench/onnx_latency.py [--variants tiny,swin_t,swin_b] [--latency tiny,swin_t]
-        [--runs 20] [--height 256 --width 640] [--threads N]
+        [--runs 20] [--height 256 --width 640] [--threads N] [--sharing shared,two_towers]
 
 Each variant is built with seeded random weights (latency and size do not depend on training),
 saved in the training checkpoint contract and exported with the real `training.export` code,
-including its graph checks and the ONNX Runtime parity check. Prints a Markdown table.
+including its graph checks and the ONNX Runtime parity check. `--sharing` times each variant
+with the paper's weight sharing and/or as two towers (`swin_b_two_towers.yaml`'s model switches:
+the same FLOPs, twice the parameters). Prints a Markdown table.
 """
 from __future__ import annotations
 
@@ -21,8 +23,16 @@ import numpy as np
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))  # `training` is a source tree, not installed
 
+# --sharing name -> ModelConfig switches
+SHARING = {
+    "shared": {},
+    "two_towers": {"shared_encoder": False, "shared_dmcf": False, "shared_decoder": False,
+                   "detach_cross_modal": True},
+}
 
-def make_checkpoint(variant: str, height: int, width: int, out_dir: Path) -> Path:
+
+def make_checkpoint(variant: str, height: int, width: int, out_dir: Path,
+                    sharing: str = "shared") -> Path:
     """A seeded, untrained network of `variant` in the training checkpoint format."""
     import torch
 
@@ -30,10 +40,11 @@ def make_checkpoint(variant: str, height: int, width: int, out_dir: Path) -> Pat
     from training.model import ModelConfig, build_model
 
     torch.manual_seed(0)
-    cfg = ModelConfig(variant=variant, height=height, width=width)
+    cfg = ModelConfig(variant=variant, height=height, width=width, **SHARING[sharing])
     model = build_model(cfg).eval()
-    config = {"name": f"bench_{variant}", "model": cfg.to_dict()}
-    return save_checkpoint(out_dir / f"{variant}.pt", model=model, config=config, step=0)
+    config = {"name": f"bench_{variant}_{sharing}", "model": cfg.to_dict()}
+    return save_checkpoint(out_dir / f"{variant}_{sharing}.pt", model=model, config=config,
+                           step=0)
 
 
 def ort_latency_ms(model_path: Path, runs: int, threads: int | None) -> tuple[float, float]:
@@ -52,15 +63,15 @@ def ort_latency_ms(model_path: Path, runs: int, threads: int | None) -> tuple[fl
     return statistics.median(times), float(np.percentile(times, 90))
 
 
-def bench_variant(variant: str, args, work: Path) -> dict:
+def bench_variant(variant: str, args, work: Path, sharing: str = "shared") -> dict:
     from depth_fusion_ros.metadata import load_metadata
     from training.export import export_checkpoint
 
-    ckpt = make_checkpoint(variant, args.height, args.width, work)
+    ckpt = make_checkpoint(variant, args.height, args.width, work, sharing)
     start = time.perf_counter()
-    model_path = export_checkpoint(ckpt, work / f"{variant}.onnx")
+    model_path = export_checkpoint(ckpt, work / f"{variant}_{sharing}.onnx")
     row = {
-        "variant": variant,
+        "variant": variant if sharing == "shared" else f"{variant} ({sharing})",
         "export_s": time.perf_counter() - start,
         "size_mb": model_path.stat().st_size / 1e6,
         "parity_m": load_metadata(model_path).extra["parity_max_abs_diff_m"],
@@ -102,13 +113,28 @@ def main(argv=None) -> int:
     parser.add_argument("--height", type=int, default=256)
     parser.add_argument("--width", type=int, default=640)
     parser.add_argument("--threads", type=int, help="ORT intra-op threads (default: all cores)")
+    parser.add_argument("--record", action="store_true", help="append to bench/RESULTS.md")
+    parser.add_argument("--sharing", default="shared",
+                        help=f"comma list of weight sharings to build, of {sorted(SHARING)}")
     args = parser.parse_args(argv)
     args.latency = set(args.latency.split(","))
+    sharings = args.sharing.split(",")
+    unknown = [x for x in sharings if x not in SHARING]
+    if unknown:
+        parser.error(f"--sharing {unknown}: choose from {sorted(SHARING)}")
+    jobs = [(v, x) for v in args.variants.split(",") for x in sharings]
     rows = []
     with tempfile.TemporaryDirectory(prefix="onnx_bench_") as tmp:
-        for variant in tqdm(args.variants.split(","), desc="variants", unit="model"):
-            rows.append(bench_variant(variant, args, Path(tmp)))
-    print(format_table(rows, args))
+        for variant, sharing in tqdm(jobs, desc="models", unit="model"):
+            rows.append(bench_variant(variant, args, Path(tmp), sharing))
+    table = format_table(rows, args)
+    if args.record:
+        from common import record
+
+        record("ONNX export and ONNX Runtime CPU latency", table,
+               "bench/onnx_latency.py " + " ".join(argv if argv is not None else sys.argv[1:]))
+    else:
+        print(table)
     return 0
 
 
