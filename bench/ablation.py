@@ -64,6 +64,11 @@ ARMS: dict[str, tuple[list[str], str]] = {
                                 "data.modality_dropout_p=0.3", "data.modality_dropout_of=[rgb]"],
                                "fused_two_towers trained as fused_dropout_rgb30 (the RGB camera "
                                "blanked in 30 % of the samples)"),
+    "fused_two_towers_rgb15": (["model.shared_encoder=false", "model.shared_decoder=false",
+                                "model.shared_dmcf=false", "model.detach_cross_modal=true",
+                                "data.modality_dropout_p=0.15", "data.modality_dropout_of=[rgb]"],
+                               "fused_two_towers with the RGB camera blanked in 15 % of the "
+                               "samples"),
     "fused_rgb_blanked": (["data.modality_dropout_p=1.0", "data.modality_dropout_of=[rgb]"],
                           "control: the fusion network trained with the RGB input always "
                           "blanked (its thermal-alone score isolates the architecture's cost)"),
