@@ -27,6 +27,18 @@ from pathlib import Path
 
 from common import REPO_ROOT, record
 
+# Override groups several arms combine (same order as the runs were recorded with).
+UNSHARED = ["model.shared_encoder=false", "model.shared_decoder=false"]
+SEP_DMCF = "model.shared_dmcf=false"
+DETACH = "model.detach_cross_modal=true"
+TWO_TOWERS = [*UNSHARED, SEP_DMCF, DETACH]  # swin_b_two_towers.yaml's switches
+
+
+def rgb_dropout(p: float) -> list[str]:
+    """Overrides that blank the RGB camera (only) in a fraction p of the training samples."""
+    return [f"data.modality_dropout_p={p}", "data.modality_dropout_of=[rgb]"]
+
+
 # name -> (overrides, description). A single-modality arm predicts one view only.
 ARMS: dict[str, tuple[list[str], str]] = {
     "fused": ([], "DMCF-SIDE as configured (shared encoder and decoder, 2 attention pairs)"),
@@ -35,41 +47,34 @@ ARMS: dict[str, tuple[list[str], str]] = {
     "fused_4pairs": (["model.attn_pairs_per_block=2"],
                      "fused, (W-SA, W-CA, SW-SA, SW-CA) in every Cross-Relation block"),
     "fused_sep_decoders": (["model.shared_decoder=false"], "fused, one decoder per view"),
-    "fused_unshared": (["model.shared_encoder=false", "model.shared_decoder=false"],
+    "fused_unshared": (UNSHARED,
                        "fused, one encoder and one decoder per modality: per view the capacity "
                        "of a single-modality model, plus the DMCF attention between them"),
     "fused_gated": (["model.gated_cross_attention=true"], "fused, gated cross-attention"),
     "fused_modality_bn": (["model.modality_batchnorm=true"],
                           "fused, one BatchNorm per modality in the DMCF ConvBlocks"),
-    "fused_detach": (["model.detach_cross_modal=true"],
+    "fused_detach": ([DETACH],
                      "fused, cross-attention without gradients into the other modality"),
-    "fused_unshared_detach": (["model.shared_encoder=false", "model.shared_decoder=false",
-                               "model.detach_cross_modal=true"],
+    "fused_unshared_detach": ([*UNSHARED, DETACH],
                               "fused_unshared with cross-attention without gradients into the "
                               "other modality: each encoder is trained by its own view only"),
-    "fused_two_towers": (["model.shared_encoder=false", "model.shared_decoder=false",
-                          "model.shared_dmcf=false", "model.detach_cross_modal=true"],
+    "fused_two_towers": (TWO_TOWERS,
                          "fused, one encoder, one set of DMCF weights and one decoder per "
                          "modality, cross-attention without gradients into the other "
                          "modality: each view is a single-modality network trained by its own "
                          "loss that reads the other camera's tokens as an input"),
-    "fused_sep_dmcf": (["model.shared_dmcf=false"],
+    "fused_sep_dmcf": ([SEP_DMCF],
                        "fused, one set of DMCF weights per modality (encoder and decoder shared)"),
-    "fused_two_towers_grad": (["model.shared_encoder=false", "model.shared_decoder=false",
-                               "model.shared_dmcf=false"],
+    "fused_two_towers_grad": ([*UNSHARED, SEP_DMCF],
                               "fused_two_towers with gradients through the cross-attention "
                               "into the other modality (no detach_cross_modal)"),
-    "fused_two_towers_rgb30": (["model.shared_encoder=false", "model.shared_decoder=false",
-                                "model.shared_dmcf=false", "model.detach_cross_modal=true",
-                                "data.modality_dropout_p=0.3", "data.modality_dropout_of=[rgb]"],
+    "fused_two_towers_rgb30": ([*TWO_TOWERS, *rgb_dropout(0.3)],
                                "fused_two_towers trained as fused_dropout_rgb30 (the RGB camera "
                                "blanked in 30 % of the samples)"),
-    "fused_two_towers_rgb15": (["model.shared_encoder=false", "model.shared_decoder=false",
-                                "model.shared_dmcf=false", "model.detach_cross_modal=true",
-                                "data.modality_dropout_p=0.15", "data.modality_dropout_of=[rgb]"],
+    "fused_two_towers_rgb15": ([*TWO_TOWERS, *rgb_dropout(0.15)],
                                "fused_two_towers with the RGB camera blanked in 15 % of the "
                                "samples"),
-    "fused_rgb_blanked": (["data.modality_dropout_p=1.0", "data.modality_dropout_of=[rgb]"],
+    "fused_rgb_blanked": (rgb_dropout(1.0),
                           "control: the fusion network trained with the RGB input always "
                           "blanked (its thermal-alone score isolates the architecture's cost)"),
     "fused_image_gated": (["model.image_gated_cross_attention=true"],
@@ -81,18 +86,15 @@ ARMS: dict[str, tuple[list[str], str]] = {
                       "model)"),
     "fused_dropout50": (["data.modality_dropout_p=0.5"],
                         "fused, one modality blanked in 50 % of the training samples"),
-    "fused_dropout_rgb30": (["data.modality_dropout_p=0.3", "data.modality_dropout_of=[rgb]"],
+    "fused_dropout_rgb30": (rgb_dropout(0.3),
                             "fused, the RGB camera blanked in 30 % of the training samples (the "
                             "thermal camera never): trains the thermal-alone mode the node falls "
                             "back to when the RGB camera fails"),
-    "fused_dropout_rgb50": (["data.modality_dropout_p=0.5", "data.modality_dropout_of=[rgb]"],
+    "fused_dropout_rgb50": (rgb_dropout(0.5),
                             "fused, the RGB camera blanked in 50 % of the training samples"),
-    "fused_dropout_rgb70": (["data.modality_dropout_p=0.7", "data.modality_dropout_of=[rgb]"],
+    "fused_dropout_rgb70": (rgb_dropout(0.7),
                             "fused, the RGB camera blanked in 70 % of the training samples"),
-    "fused_unshared_detach_rgb30": (["model.shared_encoder=false", "model.shared_decoder=false",
-                                     "model.detach_cross_modal=true",
-                                     "data.modality_dropout_p=0.3",
-                                     "data.modality_dropout_of=[rgb]"],
+    "fused_unshared_detach_rgb30": ([*UNSHARED, DETACH, *rgb_dropout(0.3)],
                                     "fused_unshared_detach trained as fused_dropout_rgb30 (the "
                                     "RGB camera blanked in 30 % of the samples)"),
     "fused_rgb_noise": (["data.augment.rgb_noise_std=12"],

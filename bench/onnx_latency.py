@@ -23,12 +23,19 @@ import numpy as np
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))  # `training` is a source tree, not installed
 
-# --sharing name -> ModelConfig switches
-SHARING = {
-    "shared": {},
-    "two_towers": {"shared_encoder": False, "shared_dmcf": False, "shared_decoder": False,
-                   "detach_cross_modal": True},
-}
+SHARING = ("shared", "two_towers")  # --sharing choices
+SHARING_KEYS = ("shared_encoder", "shared_dmcf", "shared_decoder", "detach_cross_modal")
+
+
+def sharing_switches(sharing: str) -> dict:
+    """ModelConfig switches of a --sharing choice: none for the paper's sharing, the model
+    block's sharing keys of training/configs/swin_b_two_towers.yaml for two towers."""
+    if sharing == "shared":
+        return {}
+    import yaml
+
+    model = yaml.safe_load((REPO_ROOT / "training/configs/swin_b_two_towers.yaml").read_text())
+    return {k: model["model"][k] for k in SHARING_KEYS}
 
 
 def make_checkpoint(variant: str, height: int, width: int, out_dir: Path,
@@ -40,7 +47,7 @@ def make_checkpoint(variant: str, height: int, width: int, out_dir: Path,
     from training.model import ModelConfig, build_model
 
     torch.manual_seed(0)
-    cfg = ModelConfig(variant=variant, height=height, width=width, **SHARING[sharing])
+    cfg = ModelConfig(variant=variant, height=height, width=width, **sharing_switches(sharing))
     model = build_model(cfg).eval()
     config = {"name": f"bench_{variant}_{sharing}", "model": cfg.to_dict()}
     return save_checkpoint(out_dir / f"{variant}_{sharing}.pt", model=model, config=config,
