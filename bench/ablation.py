@@ -39,6 +39,9 @@ def rgb_dropout(p: float) -> list[str]:
     return [f"data.modality_dropout_p={p}", "data.modality_dropout_of=[rgb]"]
 
 
+DUPLICATE = "data.modality_dropout_mode=duplicate"  # blanked copies join the whole samples
+
+
 # name -> (overrides, description). A single-modality arm predicts one view only.
 ARMS: dict[str, tuple[list[str], str]] = {
     "fused": ([], "DMCF-SIDE as configured (shared encoder and decoder, 2 attention pairs)"),
@@ -74,6 +77,10 @@ ARMS: dict[str, tuple[list[str], str]] = {
     "fused_two_towers_rgb15": ([*TWO_TOWERS, *rgb_dropout(0.15)],
                                "fused_two_towers with the RGB camera blanked in 15 % of the "
                                "samples"),
+    "fused_two_towers_rgb30_dup": ([*TWO_TOWERS, *rgb_dropout(0.3), DUPLICATE],
+                                   "fused_two_towers, and for 30 % of the samples a copy with "
+                                   "the RGB camera blanked joins the batch (the sample itself "
+                                   "stays whole: full-input training as fused_two_towers)"),
     "fused_rgb_blanked": (rgb_dropout(1.0),
                           "control: the fusion network trained with the RGB input always "
                           "blanked (its thermal-alone score isolates the architecture's cost)"),

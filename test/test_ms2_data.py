@@ -198,6 +198,57 @@ def test_dropout_of_one_modality(ms2_root):
         MS2Dataset(ms2_root, "train", train=True, modality_dropout_of=("lidar",))
 
 
+def test_duplicate_dropout_appends_a_blanked_copy(ms2_root):
+    """modality_dropout_mode "duplicate": the drawn sample keeps both cameras (flagged), and
+    add_blanked_copies appends a copy with that camera replaced by missing_input and its view
+    unsupervised; the same draws as "replace" under the same seed."""
+    from depth_fusion_ros.preprocess import missing_input
+    from training.data import add_blanked_copies, collate
+
+    kwargs = {"height": 64, "width": 128, "train": True, "modality_dropout_p": 0.5}
+    dup = MS2Dataset(ms2_root, "train", modality_dropout_mode="duplicate", **kwargs)
+    rep = MS2Dataset(ms2_root, "train", **kwargs)
+    items = []
+    for seed in range(8):
+        torch.manual_seed(seed)
+        item = dup[0]
+        torch.manual_seed(seed)
+        replaced = rep[0]
+        assert bool(item["has_thermal"]) and bool(item["has_rgb"])  # the sample stays whole
+        for modality in ("thermal", "rgb"):
+            assert bool(item[f"drop_{modality}"]) == (not bool(replaced[f"has_{modality}"]))
+        items.append(item)
+    # copies follow the batch: the thermal-blanked ones first, then the RGB-blanked ones
+    flagged = ([i for i, it in enumerate(items) if it["drop_thermal"]]
+               + [i for i, it in enumerate(items) if it["drop_rgb"]])
+    assert 0 < len(flagged) < len(items)  # p = 0.5 over 8 draws: some of each here
+    batch = add_blanked_copies(collate(items))
+    assert "drop_rgb" not in batch and batch["rgb"].shape[0] == len(items) + len(flagged)
+    assert batch["seq"][len(items):] == [items[i]["seq"] for i in flagged]
+    for row, source in enumerate(flagged, start=len(items)):
+        lost = "thermal" if items[source]["drop_thermal"] else "rgb"
+        kept = "rgb" if lost == "thermal" else "thermal"
+        assert torch.equal(batch[lost][row], torch.from_numpy(missing_input(lost, (64, 128))))
+        assert torch.equal(batch[kept][row], items[source][kept])
+        assert torch.equal(batch["gt_thermal"][row], items[source]["gt_thermal"])
+        assert not bool(batch[f"has_{lost}"][row]) and bool(batch[f"has_{kept}"][row])
+    torch.testing.assert_close(batch["thermal"][:len(items)],
+                               torch.stack([it["thermal"] for it in items]), rtol=0, atol=0)
+
+
+def test_duplicate_dropout_edge_cases(ms2_root):
+    from training.data import add_blanked_copies, collate
+
+    ds = MS2Dataset(ms2_root, "train", height=64, width=128, train=True,
+                    modality_dropout_mode="duplicate")  # p = 0: no flags at all
+    item = ds[0]
+    assert "drop_rgb" not in item
+    batch = collate([item, ds[1]])
+    assert add_blanked_copies(batch)["rgb"].shape[0] == 2  # nothing flagged: unchanged
+    with pytest.raises(ValueError, match="modality_dropout_mode"):
+        MS2Dataset(ms2_root, "train", train=True, modality_dropout_mode="drop")
+
+
 def _add_sequence(root, name: str, from_seq: str = SEQ) -> None:
     """Copy the fixture sequence under another name (hard links keep it cheap)."""
     import shutil

@@ -142,6 +142,27 @@ def test_ms2_protocol_frame_selection():
     assert ms2_protocol_indices(1) == [] and ms2_protocol_indices(3, step=1) == [0, 1]
 
 
+def test_duplicate_dropout_trains_on_the_blanked_copies(tiny_config, tiny_data, tmp_path,
+                                                       monkeypatch):
+    """data.modality_dropout_mode=duplicate with p = 1: every step's batch reaches the model
+    with one RGB-blanked copy per sample; a mode that does not exist is refused by name."""
+    sizes = []
+    real = train.add_blanked_copies
+
+    def spy(batch):
+        out = real(batch)
+        sizes.append((batch["rgb"].shape[0], out["rgb"].shape[0], int((~out["has_rgb"]).sum())))
+        return out
+
+    monkeypatch.setattr(train, "add_blanked_copies", spy)
+    assert _train(tiny_config, tiny_data, tmp_path / "dup", "--max-steps", "3",
+                  "data.modality_dropout_p=1.0", "data.modality_dropout_of=[rgb]",
+                  "data.modality_dropout_mode=duplicate") == 0
+    assert sizes == [(2, 4, 2)] * 3
+    with pytest.raises(ConfigError, match="data.modality_dropout_mode='both'"):
+        load_config(tiny_config, ["data.modality_dropout_mode=both"])
+
+
 def test_resume_is_exact(tiny_config, tiny_data, tmp_path):
     steps = ["--max-steps", "6", "schedule.ckpt_every=2"]
     assert _train(tiny_config, tiny_data, tmp_path / "straight", *steps) == 0

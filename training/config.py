@@ -21,6 +21,7 @@ from training.data import AugmentConfig
 from training.losses import LossConfig
 from training.model import ModelConfig
 
+DROPOUT_MODES = ("replace", "duplicate")
 AMP_MODES = ("bf16", "fp16", "off")
 
 
@@ -42,6 +43,11 @@ class DataConfig:
     # Which cameras dropout may blank (one per blanked sample, with equal chance). [rgb] with
     # p = 1 trains the fusion network on thermal alone (an ablation control).
     modality_dropout_of: tuple[str, ...] = ("thermal", "rgb")
+    # replace: the drawn sample's camera is blanked in place (its own view then unsupervised for
+    # that sample). duplicate: the sample stays whole and a copy with the camera blanked joins
+    # the batch, supervising only the surviving view: full-input training is left as it was,
+    # for p x batch_size more samples per step on average.
+    modality_dropout_mode: str = "replace"
     num_workers: int = 4
     # The DMCF paper's training protocol (train split only): e.g. [day, night] drops rainy
     # sequences (conditions from the test lists and <root>/conditions.txt), and frames slower
@@ -107,6 +113,9 @@ class TrainConfig:
         bad = [c for c in self.data.conditions or () if c not in CONDITIONS]
         if bad or self.data.conditions == ():
             raise ConfigError(f"data.conditions={self.data.conditions}: choose from {CONDITIONS}")
+        if self.data.modality_dropout_mode not in DROPOUT_MODES:
+            raise ConfigError(f"data.modality_dropout_mode={self.data.modality_dropout_mode!r}: "
+                              f"choose one of {DROPOUT_MODES}")
         if self.data.min_speed_mps < 0:
             raise ConfigError("data.min_speed_mps must be >= 0")
         for key in ("val_every", "ckpt_every", "log_every"):

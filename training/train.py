@@ -32,6 +32,7 @@ from training.checkpoint import (
     unwrap_model,
 )
 from training.config import TrainConfig, load_config, to_dict
+from training.data import add_blanked_copies
 from training.evaluate import run_evaluation
 from training.losses import multi_view_silog
 from training.run_io import (
@@ -181,6 +182,7 @@ class Trainer:
                                step=cfg.data.step, augment=cfg.data.augment,
                                modality_dropout_p=cfg.data.modality_dropout_p,
                                modality_dropout_of=cfg.data.modality_dropout_of,
+                               modality_dropout_mode=cfg.data.modality_dropout_mode,
                                conditions=cfg.data.conditions,
                                min_speed_mps=cfg.data.min_speed_mps, **common)
         self.val_set = MS2Dataset(cfg.data.root, cfg.data.val_split, train=False,
@@ -205,6 +207,7 @@ class Trainer:
     # ----------------------------------------------------------------------- steps
     def train_step(self, batch: dict) -> tuple[float, dict[str, float]]:
         """One optimiser step on a batch; raises NonFiniteLossError before touching weights."""
+        batch = add_blanked_copies(batch)  # modality_dropout_mode duplicate (else unchanged)
         memory = torch.channels_last if self.channels_last else torch.contiguous_format
         thermal = batch["thermal"].to(self.device, non_blocking=True).contiguous(memory_format=memory)
         rgb = batch["rgb"].to(self.device, non_blocking=True).contiguous(memory_format=memory)

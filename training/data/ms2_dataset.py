@@ -32,7 +32,10 @@ class MS2Dataset(Dataset):
     Item keys: thermal [1,h,w] f32, rgb [3,h,w] f32 (normalised network inputs), gt_thermal and
     gt_rgb [1,h,w] f32 metres if `train` else full resolution [1,Hg,Wg] (thermal 256x640, RGB
     384x1224), has_thermal / has_rgb bool tensors (False when modality dropout blanked that
-    input: supervise only present views), seq, frame (str).
+    input: supervise only present views), seq, frame (str). With modality_dropout_mode
+    "duplicate" the drawn sample keeps both cameras and says which one to blank in
+    drop_thermal / drop_rgb bool tensors; `add_blanked_copies` then appends the blanked copy to
+    the batch.
 
     Randomness (augmentation, dropout) is drawn from torch's RNG, so it is reproducible under
     `torch.manual_seed` and distinct per DataLoader worker (torch seeds each worker).
@@ -47,6 +50,7 @@ class MS2Dataset(Dataset):
                  train: bool = False, step: int = 1, max_depth_m: float = 80.0,
                  augment: AugmentConfig | None = None, modality_dropout_p: float = 0.0,
                  modality_dropout_of: tuple[str, ...] = ("thermal", "rgb"),
+                 modality_dropout_mode: str = "replace",
                  conditions: tuple[str, ...] | None = None, min_speed_mps: float = 0.0):
         if step < 1:
             raise ValueError(f"MS2Dataset step must be >= 1, got {step}")
@@ -57,6 +61,10 @@ class MS2Dataset(Dataset):
             raise ValueError(f"modality_dropout_of must name 'thermal' and/or 'rgb', got "
                              f"{modality_dropout_of}")
         self.modality_dropout_of = modality_dropout_of
+        if modality_dropout_mode not in ("replace", "duplicate"):
+            raise ValueError(f"modality_dropout_mode must be 'replace' or 'duplicate', got "
+                             f"{modality_dropout_mode!r}")
+        self.modality_dropout_mode = modality_dropout_mode
         bad = [c for c in conditions or () if c not in ms2.CONDITIONS]
         if bad or (conditions is not None and not conditions):
             raise ValueError(f"conditions {conditions} invalid: choose from {ms2.CONDITIONS}")
@@ -129,11 +137,16 @@ class MS2Dataset(Dataset):
         rgb = torch.from_numpy(preprocess_rgb(sample["rgb"], self.out_hw))
         has = {"thermal": True, "rgb": True}
         item = {"thermal": thermal, "rgb": rgb}
+        duplicate = self.modality_dropout_p > 0 and self.modality_dropout_mode == "duplicate"
+        drop = {"thermal": False, "rgb": False}
         if self.modality_dropout_p > 0 and rng.random() < self.modality_dropout_p:
             of = self.modality_dropout_of  # one of them, with equal chance
             blank = of[0] if len(of) == 1 or rng.random() < 0.5 else of[1]
-            has[blank] = False  # replaced exactly as the node replaces a missing camera
-            item[blank] = torch.from_numpy(missing_input(blank, self.out_hw))
+            if duplicate:
+                drop[blank] = True  # add_blanked_copies appends the blanked copy
+            else:
+                has[blank] = False  # replaced exactly as the node replaces a missing camera
+                item[blank] = torch.from_numpy(missing_input(blank, self.out_hw))
         for key in ("gt_thermal", "gt_rgb"):
             depth_m = sample[key]
             if self.train and depth_m.shape != self.out_hw:
@@ -141,8 +154,40 @@ class MS2Dataset(Dataset):
             item[key] = torch.from_numpy(np.ascontiguousarray(depth_m, np.float32))[None]
         item["has_thermal"] = torch.tensor(has["thermal"])
         item["has_rgb"] = torch.tensor(has["rgb"])
+        if duplicate:
+            item["drop_thermal"] = torch.tensor(drop["thermal"])
+            item["drop_rgb"] = torch.tensor(drop["rgb"])
         item["seq"], item["frame"] = seq, frame
         return item
+
+
+def add_blanked_copies(batch: dict) -> dict:
+    """A collated batch of modality_dropout_mode "duplicate" with, after its own samples, one copy
+    of every sample flagged drop_<camera> (the thermal-blanked copies first, then the RGB ones): that camera's input replaced by `missing_input` (as
+    the node replaces a missing camera) and has_<camera> False, so only the surviving view is
+    supervised on the copy. Batches without drop flags, or with none set, come back unchanged
+    (minus the flags).
+
+    Args:
+        batch: collate() output: tensors [B, ...], "seq" and "frame" lists, drop_thermal /
+            drop_rgb [B] bool.
+    Returns:
+        The same keys with B + (number of flagged samples) entries, without drop_* keys.
+    """
+    flags = {m: batch.get(f"drop_{m}") for m in MODALITY_CHANNELS}
+    out = {k: v for k, v in batch.items() if not k.startswith("drop_")}
+    for modality, flag in flags.items():
+        if flag is None or not bool(flag.any()):
+            continue
+        index = torch.nonzero(flag, as_tuple=False).flatten()  # [n]
+        copy = {k: (v[index] if torch.is_tensor(v) else [v[int(i)] for i in index])
+                for k, v in batch.items() if not k.startswith("drop_")}
+        blank = torch.from_numpy(missing_input(modality, tuple(copy[modality].shape[-2:])))
+        copy[modality] = blank.expand_as(copy[modality]).clone()
+        copy[f"has_{modality}"] = torch.zeros_like(copy[f"has_{modality}"])
+        out = {k: (torch.cat([out[k], copy[k]]) if torch.is_tensor(out[k]) else out[k] + copy[k])
+               for k in out}
+    return out
 
 
 def collate(batch: list[dict]) -> dict:
