@@ -81,6 +81,10 @@ ARMS: dict[str, tuple[list[str], str]] = {
                                    "fused_two_towers, and for 30 % of the samples a copy with "
                                    "the RGB camera blanked joins the batch (the sample itself "
                                    "stays whole: full-input training as fused_two_towers)"),
+    "fused_two_towers_dup30": ([*TWO_TOWERS, "data.modality_dropout_p=0.3", DUPLICATE],
+                               "fused_two_towers, and for 30 % of the samples a copy with one "
+                               "camera blanked (either, with equal chance) joins the batch (as "
+                               "the demo model)"),
     "fused_rgb_blanked": (rgb_dropout(1.0),
                           "control: the fusion network trained with the RGB input always "
                           "blanked (its thermal-alone score isolates the architecture's cost)"),
