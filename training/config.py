@@ -17,11 +17,10 @@ from typing import Any
 import yaml
 
 from depth_fusion_ros.ms2 import CONDITIONS
-from training.data import AugmentConfig
+from training.data import DROPOUT_MODES, AugmentConfig
 from training.losses import LossConfig
 from training.model import ModelConfig
 
-DROPOUT_MODES = ("replace", "duplicate")
 AMP_MODES = ("bf16", "fp16", "off")
 
 

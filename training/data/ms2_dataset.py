@@ -25,6 +25,8 @@ from depth_fusion_ros.preprocess import (
 
 from .augment import AugmentConfig, augment
 
+DROPOUT_MODES = ("replace", "duplicate")  # data.modality_dropout_mode (training/config.py)
+
 
 class MS2Dataset(Dataset):
     """Frames of an MS2 split as dicts of tensors.
@@ -61,8 +63,8 @@ class MS2Dataset(Dataset):
             raise ValueError(f"modality_dropout_of must name 'thermal' and/or 'rgb', got "
                              f"{modality_dropout_of}")
         self.modality_dropout_of = modality_dropout_of
-        if modality_dropout_mode not in ("replace", "duplicate"):
-            raise ValueError(f"modality_dropout_mode must be 'replace' or 'duplicate', got "
+        if modality_dropout_mode not in DROPOUT_MODES:
+            raise ValueError(f"modality_dropout_mode must be one of {DROPOUT_MODES}, got "
                              f"{modality_dropout_mode!r}")
         self.modality_dropout_mode = modality_dropout_mode
         bad = [c for c in conditions or () if c not in ms2.CONDITIONS]
@@ -163,10 +165,10 @@ class MS2Dataset(Dataset):
 
 def add_blanked_copies(batch: dict) -> dict:
     """A collated batch of modality_dropout_mode "duplicate" with, after its own samples, one copy
-    of every sample flagged drop_<camera> (the thermal-blanked copies first, then the RGB ones): that camera's input replaced by `missing_input` (as
-    the node replaces a missing camera) and has_<camera> False, so only the surviving view is
-    supervised on the copy. Batches without drop flags, or with none set, come back unchanged
-    (minus the flags).
+    of every sample flagged drop_<camera> (the thermal-blanked copies first, then the RGB ones):
+    that camera's input replaced by `missing_input` (as the node replaces a missing camera) and
+    has_<camera> False, so only the surviving view is supervised on the copy. Batches without
+    drop flags, or with none set, come back unchanged (minus the flags).
 
     Args:
         batch: collate() output: tensors [B, ...], "seq" and "frame" lists, drop_thermal /
@@ -174,14 +176,15 @@ def add_blanked_copies(batch: dict) -> dict:
     Returns:
         The same keys with B + (number of flagged samples) entries, without drop_* keys.
     """
-    flags = {m: batch.get(f"drop_{m}") for m in MODALITY_CHANNELS}
-    out = {k: v for k, v in batch.items() if not k.startswith("drop_")}
-    for modality, flag in flags.items():
+    samples = {k: v for k, v in batch.items() if not k.startswith("drop_")}
+    out = samples
+    for modality in MODALITY_CHANNELS:
+        flag = batch.get(f"drop_{modality}")
         if flag is None or not bool(flag.any()):
             continue
         index = torch.nonzero(flag, as_tuple=False).flatten()  # [n]
         copy = {k: (v[index] if torch.is_tensor(v) else [v[int(i)] for i in index])
-                for k, v in batch.items() if not k.startswith("drop_")}
+                for k, v in samples.items()}
         blank = torch.from_numpy(missing_input(modality, tuple(copy[modality].shape[-2:])))
         copy[modality] = blank.expand_as(copy[modality]).clone()
         copy[f"has_{modality}"] = torch.zeros_like(copy[f"has_{modality}"])
