@@ -3,9 +3,11 @@
 Thin rclpy glue (topics and policy: DESIGN.md section 2). Subscriptions run on the executor
 thread and only validate, judge usability (degraded.py, `check_image_usable`), route
 (sync.InputRouter: pairs in fused mode, single images in single-camera mode) and queue
-(sync.PairQueue); one worker thread runs decode -> preprocess -> inference -> messages
-(pipeline.DepthPipeline) and publishes. The subscriptions therefore keep draining while inference
-runs. While the worker keeps up with the cameras a burst of pairs waits and is processed; a model
+(sync.PairQueue); the worker (stages.StageRunner) runs each input through three stages, prepare
+(decode, rectify, preprocess: pipeline.DepthPipeline), infer (the backend) and publish
+(postprocess, publish), each on its own thread with `pipelined: true` (the default: input N+1 is
+prepared while N is inferred and N-1 published), or all on one thread. The subscriptions
+therefore keep draining while inference runs. While the worker keeps up with the cameras a burst of pairs waits and is processed; a model
 slower than the cameras never builds a backlog: only the newest input waits, replaced ones are
 counted as dropped.
 
@@ -26,7 +28,6 @@ Run: depth_fusion_node --ros-args --params-file config/depth_fusion.yaml -p mode
 from __future__ import annotations
 
 import sys
-import threading
 import time
 
 import rclpy
@@ -67,6 +68,7 @@ from depth_fusion_ros.qos_match import (
     QosMatcher,
     summarise,
 )
+from depth_fusion_ros.stages import Stage, StageRunner
 from depth_fusion_ros.sync import ApproximateTimeSync, InputRouter, PairQueue, Work
 
 NODE_NAME = "depth_fusion"
@@ -112,6 +114,15 @@ class Input:
                                                      raw=self.raw)
 
 
+class InFlight:
+    """One input on its way through the stages (stages.py)."""
+
+    def __init__(self, work: Work, thermal_info: CameraInfo | None, rgb_info: CameraInfo | None):
+        self.work, self.infos = work, (thermal_info, rgb_info)
+        self.prepared = None  # pipeline.Prepared, after the prepare stage
+        self.net: dict = {}  # Backend.infer_outputs, after the infer stage
+
+
 class DepthFusionNode(Node):
     """The node; raises ParameterError / ModelMetadataError / ValueError at start-up."""
 
@@ -129,6 +140,7 @@ class DepthFusionNode(Node):
             colored_range_m=(p.colored_min_depth_m, p.colored_max_depth_m)))
         self.stats = NodeStats(self.cameras, p.stale_timeout_s, time.monotonic())
         self.stats.info.update(self.details)
+        self.stats.info["worker"] = "pipelined" if p.pipelined else "sequential"
         for name in ("pairs_processed", "colored_published", "processed_fused",
                      "processed_thermal_only", "processed_rgb_only"):
             self.stats.set_count(name, 0)  # shown from the start
@@ -141,9 +153,8 @@ class DepthFusionNode(Node):
         self._last_warn: dict[tuple[str, str], float] = {}
         self._make_publishers()
         self._make_subscriptions()
-        self._stop = threading.Event()
-        self._worker = threading.Thread(target=self._work, name="depth_fusion_worker", daemon=True)
-        self._worker.start()
+        self.runner = self._make_runner()
+        self.runner.start()
         self.create_timer(p.diagnostics_period_s, self._publish_diagnostics)
 
     def _load_model(self):
@@ -293,50 +304,57 @@ class DepthFusionNode(Node):
                                       f"publishing {', '.join(shown)}")
         self._mode = mode
 
-    # --- worker thread: inference and publishing -------------------------------------------------
-    def _work(self) -> None:
-        period_s = 1.0 / self.params.max_rate_hz if self.params.max_rate_hz > 0 else 0.0
-        next_s = 0.0
-        while not self._stop.is_set():
-            if period_s and self._stop.wait(max(0.0, next_s - time.monotonic())):
-                return
-            item = self.queue.take(timeout_s=0.1)
-            if item is None:
-                continue
-            start_s = time.monotonic()
-            next_s = start_s + period_s
-            try:
-                # The latest camera_infos when the input is processed (latest wins); a view with
-                # none yet is dropped by the pipeline as no_camera_info.
-                self._process(item, self._infos["thermal"], self._infos["rgb"])
-            except BadInput as err:
-                topic = (self.image_topics if err.source == "image" else self.info_topics)[err.view]
-                self._bad(topic, err.reason, str(err))
-            except Exception as err:  # noqa: BLE001 - the node must survive any single pair
-                if not self.context.ok():
-                    return  # Ctrl-C shut the context down while this pair was in flight
-                self.stats.count("processing_errors")
-                self.get_logger().error(f"processing a pair failed: {err!r}",
-                                        throttle_duration_sec=self.params.warn_throttle_s)
-            # What one input costs the worker, capped from below by max_rate_hz: whether it keeps
-            # up with the cameras decides how many inputs may wait (sync.PairQueue).
-            self.queue.record_step(max(time.monotonic() - start_s, period_s))
+    # --- worker: prepare, infer, publish (stages.py: one thread, or one per stage) --------------
+    def _make_runner(self) -> StageRunner:
+        p = self.params
+        return StageRunner(
+            [Stage("prepare", self._prepare), Stage("infer", self._infer),
+             Stage("publish", self._publish)],
+            source=self._take, on_error=self._failed, on_step=self.queue.record_step,
+            pipelined=p.pipelined,
+            period_s=1.0 / p.max_rate_hz if p.max_rate_hz > 0 else 0.0)
+
+    def _take(self, timeout_s: float) -> InFlight | None:
+        work = self.queue.take(timeout_s=timeout_s)
+        # The latest camera_infos when the input is taken (latest wins); a view with none yet
+        # is dropped by the pipeline as no_camera_info.
+        return None if work is None else InFlight(work, self._infos["thermal"],
+                                                  self._infos["rgb"])
+
+    def _failed(self, item: InFlight, stage: str, err: BaseException) -> None:
+        if isinstance(err, BadInput):
+            topic = (self.image_topics if err.source == "image" else self.info_topics)[err.view]
+            self._bad(topic, err.reason, str(err))
+            return
+        if not self.context.ok():
+            return  # Ctrl-C shut the context down while this input was in flight
+        self.stats.count("processing_errors")
+        self.get_logger().error(f"processing a pair failed ({stage}): {err!r}",
+                                throttle_duration_sec=self.params.warn_throttle_s)
 
     def _wanted(self, output: str) -> dict[str, bool]:
         """view -> whether an on-demand output (points, colored) has a subscriber."""
         return {v: self.pubs[v][output] is not None
                 and self.pubs[v][output].get_subscription_count() > 0 for v in self.views}
 
-    def _process(self, work: Work, thermal_info, rgb_info) -> None:
+    def _prepare(self, item: InFlight) -> None:
+        start = time.perf_counter()
+        item.prepared = self.pipeline.prepare(item.work.frames.get("thermal"),
+                                              item.work.frames.get("rgb"), *item.infos)
+        self.stats.record_stage("preprocess", (time.perf_counter() - start) * 1e3)
+
+    def _infer(self, item: InFlight) -> None:
+        start = time.perf_counter()
+        item.net = self.backend.infer_outputs(item.prepared.thermal_input,
+                                              item.prepared.rgb_input)
+        self.stats.record_stage("inference", (time.perf_counter() - start) * 1e3)
+
+    def _publish(self, item: InFlight) -> None:
         t0 = time.perf_counter()
-        prepared = self.pipeline.prepare(work.frames.get("thermal"), work.frames.get("rgb"),
-                                         thermal_info, rgb_info)
+        outputs = self.pipeline.postprocess(item.prepared, item.net["depth"],
+                                            self._wanted("points"), item.net["confidence"],
+                                            self._wanted("colored"))
         t1 = time.perf_counter()
-        net = self.backend.infer_outputs(prepared.thermal_input, prepared.rgb_input)
-        t2 = time.perf_counter()
-        outputs = self.pipeline.postprocess(prepared, net["depth"], self._wanted("points"),
-                                            net["confidence"], self._wanted("colored"))
-        t3 = time.perf_counter()
         for view, out in outputs.items():
             pubs = self.pubs[view]
             pubs["image"].publish(out.image)
@@ -347,15 +365,14 @@ class DepthFusionNode(Node):
                     pubs[key].publish(msg)
             if out.colored is not None:
                 self.stats.count("colored_published")
-        t4 = time.perf_counter()
-        for stage, start, end in (("preprocess", t0, t1), ("inference", t1, t2),
-                                  ("postprocess", t2, t3), ("publish", t3, t4)):
-            self.stats.record_stage(stage, (end - start) * 1e3)
+        t2 = time.perf_counter()
+        self.stats.record_stage("postprocess", (t1 - t0) * 1e3)
+        self.stats.record_stage("publish", (t2 - t1) * 1e3)
         now_ns = self.get_clock().now().nanoseconds
-        self.stats.record_latency((now_ns - work.stamp_ns) / 1e6)
-        if work.paired:
+        self.stats.record_latency((now_ns - item.work.stamp_ns) / 1e6)
+        if item.work.paired:
             self.stats.count("pairs_processed")
-        self.stats.count(f"processed_{work.mode}")
+        self.stats.count(f"processed_{item.work.mode}")
 
     # --- diagnostics and shutdown ---------------------------------------------------------------
     def _publish_diagnostics(self) -> None:
@@ -380,9 +397,8 @@ class DepthFusionNode(Node):
         self.diag_pub.publish(array)
 
     def stop(self) -> None:
-        """Stops the worker thread (after the pair in flight)."""
-        self._stop.set()
-        self._worker.join(timeout=10.0)
+        """Stops the worker threads (each after the stage it is in)."""
+        self.runner.stop()
 
 
 def make_executor(name: str):

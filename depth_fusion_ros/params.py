@@ -93,6 +93,7 @@ class NodeParams:
     max_rate_hz: float = 0.0
     pair_queue_size: int = 3
     executor: str = "events"
+    pipelined: bool = True
     warmup_iterations: int = 2
     warn_throttle_s: float = 5.0
     precision: str = "fp16"
@@ -200,6 +201,9 @@ PARAMETERS: dict[str, str] = {
     "(bursts); when inference is slower than the cameras only the newest pair waits.",
     "executor": "rclpy executor: events (rclpy.experimental.EventsExecutor, less CPU per "
     "message) | single_threaded (rclpy's SingleThreadedExecutor).",
+    "pipelined": "Run prepare, inference and publish on one thread each, overlapped (input N+1 "
+    "prepared while N is inferred and N-1 published), instead of one after the other on one "
+    "thread; no backlog either way.",
     "warmup_iterations": "Inference runs on dummy input at start-up before subscribing.",
     "warn_throttle_s": "Minimum interval (s) between repeated bad-input warnings per topic/reason.",
     "precision": "Precision of engines the node builds: fp32 | fp16 | int8 (the tensorrt engine "

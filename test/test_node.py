@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pytest
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.executors import SingleThreadedExecutor
@@ -208,10 +209,13 @@ def image_to_numpy_nan(image: Image) -> np.ndarray:
     return np.frombuffer(image.data, np.float32).reshape(image.height, image.width)
 
 
-def test_backlog_stays_bounded_and_drops_are_counted(harness_factory):
+@pytest.mark.parametrize("pipelined", [True, False])
+def test_backlog_stays_bounded_and_drops_are_counted(harness_factory, pipelined):
     # max_rate_hz caps processing at 5 pairs/s (a real parameter, used here so the node is
     # certainly slower than the 30 Hz input however fast the tiny model runs on this machine).
-    h = harness_factory("backlog", max_rate_hz=5.0, publish_points=False, input_qos="reliable")
+    # Both worker layouts (stages.py): one thread per stage, and all stages on one thread.
+    h = harness_factory(f"backlog_{pipelined}", max_rate_hz=5.0, publish_points=False,
+                        input_qos="reliable", pipelined=pipelined)
     h.wait_ready()
     h.publish_infos()
     h.spin_until(lambda: False, 0.2)
@@ -229,6 +233,7 @@ def test_backlog_stays_bounded_and_drops_are_counted(harness_factory):
     assert h.spin_until(lambda: h.diagnostics and int(h.diag_values().get(
         "pairs_dropped", 0)) > 0, 3.0)
     values = h.diag_values()
+    assert values["worker"] == ("pipelined" if pipelined else "sequential")
     step_s = max(sum(float(values[f"{s}_ms"]) for s in ("preprocess", "inference",
                                                       "postprocess", "publish")) / 1e3, 0.2)
     # Without a backlog a pair waits at most one processing step, then is processed; with one,
