@@ -216,6 +216,39 @@ def test_cpu_exported_pt2_moves_to_another_device(small_pt2):
     assert [(tuple(o.shape), o.device.type) for o in outputs] == [((1, 1, 64, 128), "meta")] * 2
 
 
+def test_host_staging_reuses_its_tensors_and_casts():
+    import torch
+
+    from depth_fusion_ros.backends.base import HostStaging
+
+    staging = HostStaging(torch, pin=False)  # pinned on CUDA; the same code otherwise
+    first = staging.stage("x", np.full((1, 3, 4, 5), 1.5, np.float32), torch.float32)
+    again = staging.stage("x", np.full((1, 3, 4, 5), 2.5, np.float32), torch.float32)
+    assert again is first and float(first[0, 0, 0, 0]) == 2.5  # one buffer per name
+    half = staging.stage("x", np.full((1, 3, 4, 5), 0.1, np.float32), torch.float16)
+    assert half is not first and half.dtype == torch.float16  # an engine's HALF input
+    assert float(half[0, 0, 0, 0]) == pytest.approx(0.1, abs=1e-4)
+    assert staging.get("y", (2, 2), torch.float32).shape == (2, 2)
+    with pytest.raises(TypeError):  # a float array cannot be cast into an integer buffer
+        staging.stage("z", np.ones((2, 2), np.float32), torch.int32)
+
+
+def test_torch_backend_outputs_outlive_the_next_frame(small_pt2):
+    """The node infers frame N+1 while N is published (pipelined): a backend's outputs must not
+    be its reused staging tensors."""
+    from depth_fusion_ros.backends.torch_backend import TorchBackend
+
+    backend = TorchBackend(small_pt2, load_metadata(small_pt2), "cpu")
+    feeds = sample_inputs(64, 128)
+    first = backend.infer(feeds["thermal"], feeds["rgb"])
+    kept = {view: depth.copy() for view, depth in first.items()}
+    second = backend.infer(-feeds["thermal"], np.zeros_like(feeds["rgb"]))
+    for view, depth in first.items():
+        np.testing.assert_array_equal(depth, kept[view])  # untouched by the second frame
+        assert not np.shares_memory(depth, second[view])
+        assert not np.array_equal(depth, second[view])
+
+
 def test_aoti_package_is_refused_on_cpu(small_pt2):
     from depth_fusion_ros.backends.torch_backend import TorchBackend
 

@@ -28,6 +28,36 @@ def cuda_index(device: str) -> int:
     return int(index)
 
 
+class HostStaging:
+    """Reusable host tensors for a torch-managed device's input and output copies.
+
+    On CUDA they are page-locked (pinned), so `device_tensor.copy_(staged, non_blocking=True)`
+    and `staged.copy_(device_tensor, non_blocking=True)` are asynchronous on the backend's stream
+    and a frame needs one synchronisation; from pageable memory every copy would block. On the CPU
+    the same code runs with ordinary tensors (pin=False), so it is what the CPU tests exercise.
+    A staged tensor is reused by the next call: copy results out (np.array) after synchronising.
+    torch is passed in, so importing this module does not import it.
+    """
+
+    def __init__(self, torch, pin: bool):
+        self._torch, self.pin = torch, bool(pin)
+        self._tensors: dict[str, object] = {}
+
+    def get(self, name: str, shape, dtype):
+        """The host tensor `name` of this shape and torch dtype (allocated on first use)."""
+        tensor = self._tensors.get(name)
+        if tensor is None or tuple(tensor.shape) != tuple(shape) or tensor.dtype != dtype:
+            tensor = self._torch.empty(tuple(shape), dtype=dtype, pin_memory=self.pin)
+            self._tensors[name] = tensor
+        return tensor
+
+    def stage(self, name: str, array: np.ndarray, dtype):
+        """`array` copied (and cast, e.g. float32 -> float16) into the host tensor `name`."""
+        tensor = self.get(name, array.shape, dtype)
+        np.copyto(tensor.numpy(), array, casting="same_kind")
+        return tensor
+
+
 class Backend(abc.ABC):
     """Runs one exported DMCF-SIDE model.
 

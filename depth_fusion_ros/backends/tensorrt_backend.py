@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from depth_fusion_ros.backends.base import Backend, cuda_index
+from depth_fusion_ros.backends.base import Backend, HostStaging, cuda_index
 from depth_fusion_ros.metadata import ModelMetadata, check_engine_compatible, rebuild_command
 
 LOG = logging.getLogger(__name__)
@@ -199,6 +199,7 @@ class TensorRTBackend(Backend):
         self.context = self.engine.create_execution_context()
         self._stream = torch.cuda.Stream(device=self._torch_device)
         self._buffers = self._allocate(trt, engine_io)
+        self._staging = HostStaging(torch, pin=True)
 
     def _allocate(self, trt, engine_io: dict) -> dict:
         """One static device buffer per I/O tensor, bound once with set_tensor_address."""
@@ -212,21 +213,24 @@ class TensorRTBackend(Backend):
         return buffers
 
     def _run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Pinned host staging in the engine's I/O dtypes, asynchronous copies and the engine on
+        the backend's stream, one synchronisation per frame."""
         torch = self._torch
+        host = {}
         with torch.cuda.device(self._torch_device), torch.cuda.stream(self._stream):
             for name, array in feeds.items():
                 buffer, _ = self._buffers[name]
-                buffer.copy_(torch.from_numpy(array), non_blocking=False)
+                buffer.copy_(self._staging.stage(name, array, buffer.dtype), non_blocking=True)
             if not self.context.execute_async_v3(self._stream.cuda_stream):
                 raise RuntimeError(
                     f"TensorRT execute_async_v3 failed for {self.metadata.model_file}")
-            outputs = {
-                name: buffer.float().cpu()
-                for name, (buffer, is_input) in self._buffers.items()
-                if not is_input
-            }
+            for name, (buffer, is_input) in self._buffers.items():
+                if not is_input:
+                    host[name] = self._staging.get(name, buffer.shape, buffer.dtype)
+                    host[name].copy_(buffer, non_blocking=True)
         self._stream.synchronize()
-        return {name: tensor.numpy() for name, tensor in outputs.items()}
+        # Copies (float16 outputs cast): the staging tensors are reused by the next frame.
+        return {name: np.array(tensor.numpy(), dtype=np.float32) for name, tensor in host.items()}
 
     def close(self) -> None:
         self._buffers = {}
