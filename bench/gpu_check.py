@@ -16,7 +16,8 @@ backend timings.
    the same file (limits of `depth_fusion_ros/backends/accuracy.py`).
 3. node: depth_fusion_node over real DDS with the torch backend on the device at 30 Hz input
    (bench/node_probe.py; needs rclpy): start-up to first depth, pairs/s vs the standalone
-   rate, the node's median stamp-to-publish latency vs its median inference time.
+   rate, the node's median stamp-to-publish latency vs its median inference time; once with
+   the default pipelined worker and once with `pipelined: false` (stages on one thread).
 4. tensorrt: swin_b ONNX, its engine built through the engine cache in a child process (a
    cache miss, killed at the budget), then the node started on the cache hit (start-up to first
    depth) and the engine's standalone latency; parity is the builder's own check against ONNX
@@ -254,10 +255,14 @@ def node_part(check: Check) -> None:
     if reason or variant not in check.exported:
         check.skip("node over DDS", reason or f"{variant} was not exported")
         return
+    params = {"model_path": str(fp16_twin(check.exported[variant])), "backend": "torch"}
+    standalone = check.row(variant, "torch .pt2", "fp16")
     if check.has_time("node over DDS", "node"):
-        node_row(check, f"{variant} .pt2 fp16", {
-            "model_path": str(fp16_twin(check.exported[variant])), "backend": "torch"},
-            check.row(variant, "torch .pt2", "fp16"), "gpu_check_torch")
+        node_row(check, f"{variant} .pt2 fp16", params, standalone, "gpu_check_torch")
+    # The same with the stages one after the other on one thread: what the overlap gains.
+    if check.has_time("node over DDS, sequential worker", "node"):
+        node_row(check, f"{variant} .pt2 fp16, pipelined false", {**params, "pipelined": False},
+                 standalone, "gpu_check_torch_seq")
 
 
 def tensorrt_part(check: Check) -> None:

@@ -11,15 +11,19 @@ parameters on an isolated ROS domain, publishes thermal mono16 640x256 + RGB rgb
 
 Both processes use the Fast DDS profile --profile (default config/fastdds.xml, as the README tells
 users to; '' = Fast DDS built-ins) and the camera side publishes with --qos (reliable or
-best_effort, what camera drivers use). `--param name=value` overrides a node parameter.
+best_effort, what camera drivers use). `--param name=value` overrides a node parameter;
+`--ab name=v1,v2` compares values of one parameter in alternating runs (v1, v2, v1, v2, ... for
+--repeats rounds; one table, a setting column, and the mean share processed per value), which is
+how settings are compared on a shared, noisy machine.
 
 Usage: python bench/ros_throughput.py --model tiny.onnx [--rate 30] [--seconds 15]
     [--qos reliable|best_effort] [--profile config/fastdds.xml] [--clouds] [--param k=v ...]
-    [--repeats N] [--label TEXT] [--record]
+    [--ab name=v1,v2] [--repeats N] [--label TEXT] [--record]
 """
 from __future__ import annotations
 
 import argparse
+import copy
 import os
 import statistics
 import subprocess
@@ -204,6 +208,22 @@ HEADER = ("| sent | processed | dropped by node | lost before pairing | pairs/s 
           "pair | executor thread CPU ms per sent pair |\n|---|---|---|---|---|---|---|---|---|---|---|")
 
 
+def processed_share(run: dict) -> float:
+    """Percent of the pairs sent that the node processed."""
+    return 100.0 * int(run["values"].get("pairs_processed", 0)) / max(run["sent"], 1)
+
+
+def ab_settings(ab: str) -> list[str]:
+    """'name=v1,v2' -> ['name=v1', 'name=v2']; '' -> [''] (one setting: the defaults)."""
+    if not ab:
+        return [""]
+    name, sep, values = ab.partition("=")
+    choices = [v.strip() for v in values.split(",") if v.strip()]
+    if not sep or not name.strip() or len(choices) < 2:
+        raise SystemExit(f"--ab {ab!r}: expected NAME=V1,V2[,...] with at least two values")
+    return [f"{name.strip()}={v}" for v in choices]
+
+
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--model", required=True, help=".onnx/.engine/.pt2 with its sidecar")
@@ -217,6 +237,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--clouds", action="store_true", help="also subscribe both clouds")
     parser.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
                         help="node parameter override (YAML value), repeatable")
+    parser.add_argument("--ab", default="", metavar="NAME=V1,V2[,...]",
+                        help="node parameter compared in alternating runs")
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--label", default="", help="added to the title (e.g. what code ran)")
     parser.add_argument("--record", action="store_true", help="append to bench/RESULTS.md")
@@ -233,16 +255,26 @@ def main() -> None:
             os.environ[var] = str(Path(args.profile).resolve())
         else:
             os.environ.pop(var, None)
-    rows = []
+    settings = ab_settings(args.ab)
+    rows, shares = [], {setting: [] for setting in settings}
     for _ in range(args.repeats):
-        rows.append(describe(run_once(args)))
-        print(rows[-1], file=sys.stderr, flush=True)  # progress; the table follows
+        for setting in settings:  # alternating: drift on the machine hits every value alike
+            run_args = copy.copy(args)
+            run_args.param = args.param + ([setting] if setting else [])
+            run = run_once(run_args)
+            shares[setting].append(processed_share(run))
+            rows.append((f"| {setting} " if setting else "") + describe(run))
+            print(rows[-1], file=sys.stderr, flush=True)  # progress; the table follows
     title = ((f"{args.label}: " if args.label else "")
              + f"model {Path(args.model).name}, {args.rate:g} Hz, camera QoS {args.qos}, profile "
              f"{Path(args.profile).name if args.profile else 'none (Fast DDS built-ins)'}"
              + (", clouds subscribed" if args.clouds else "")
              + (f", params {' '.join(args.param)}" if args.param else ""))
-    text = f"{title}\n\n{HEADER}\n" + "\n".join(rows)
+    header = ("| setting " + HEADER.replace("\n", "\n|---")) if args.ab else HEADER
+    text = f"{title}\n\n{header}\n" + "\n".join(rows)
+    if args.ab:
+        text += "\n\nmean share of pairs processed: " + ", ".join(
+            f"{setting} {statistics.mean(values):.1f} %" for setting, values in shares.items())
     if args.record:
         record("End-to-end pairs through ROS (node process, ONNX Runtime CPU)", text,
                "python bench/ros_throughput.py " + " ".join(sys.argv[1:]))

@@ -81,13 +81,14 @@ def test_cpu_dry_run_writes_its_table_to_the_given_file(tmp_path):
         assert re.fullmatch(rf"{NUMBER}e[+-]\d+ ok", row[8])  # same file on the same CPU
     assert rows[1][9] == "asked fp16"  # the torch backend runs fp32 on the CPU, and says so
 
-    node = _table(text, "| model | backend |")
-    assert len(node) == 1
-    model, backend, device, precision, startup, input_hz, pairs, standalone = node[0][:8]
-    assert (model, backend, device, precision) == ("tiny .pt2 fp16", "torch", "cpu", "fp32")
-    assert float(startup) > 0 and float(input_hz) > 0 and float(standalone) > 0
-    assert float(pairs) > 0 and float(node[0][9]) > 0 and float(node[0][10]) > 0
-    assert node[0][12] == ""  # no error note
+    node = _table(text, "| model | backend |")  # the default (pipelined) worker, then sequential
+    assert [row[0] for row in node] == ["tiny .pt2 fp16", "tiny .pt2 fp16, pipelined false"]
+    for row in node:
+        backend, device, precision, startup, input_hz, pairs, standalone = row[1:8]
+        assert (backend, device, precision) == ("torch", "cpu", "fp32")
+        assert float(startup) > 0 and float(input_hz) > 0 and float(standalone) > 0
+        assert float(pairs) > 0 and float(row[9]) > 0 and float(row[10]) > 0
+        assert row[12] == ""  # no error note
 
     targets = text.split("Targets:")[1].split("Skipped:")[0]
     assert re.search(rf"node throughput, torch backend on cpu: {NUMBER} pairs/s through ROS at "
