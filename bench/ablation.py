@@ -85,6 +85,16 @@ ARMS: dict[str, tuple[list[str], str]] = {
                                "fused_two_towers, and for 30 % of the samples a copy with one "
                                "camera blanked (either, with equal chance) joins the batch (as "
                                "the demo model)"),
+    "fused_two_towers_dup30_sep": ([*TWO_TOWERS, "data.modality_dropout_p=0.3", DUPLICATE,
+                                    "loss.blanked_weight=1.0"],
+                                   "fused_two_towers_dup30 with the blanked copies' SILog "
+                                   "apart from the whole samples' (loss.blanked_weight 1): the "
+                                   "full-input objective exactly as without dropout, plus "
+                                   "single-camera mode as a second objective"),
+    "fused_two_towers_dup30_sep05": ([*TWO_TOWERS, "data.modality_dropout_p=0.3", DUPLICATE,
+                                      "loss.blanked_weight=0.5"],
+                                     "fused_two_towers_dup30_sep with the copies' term "
+                                     "weighted 0.5"),
     "fused_rgb_blanked": (rgb_dropout(1.0),
                           "control: the fusion network trained with the RGB input always "
                           "blanked (its thermal-alone score isolates the architecture's cost)"),

@@ -61,6 +61,31 @@ def test_multi_view_sums_views_and_respects_has_flags():
                                             rel=1e-6)
 
 
+def test_blanked_copies_get_their_own_weighted_silog_term():
+    """loss.blanked_weight: the whole samples' SILog as without dropout, plus w times the SILog
+    of the blanked copies; null keeps one SILog over all samples."""
+    gt = torch.cat([_map([1.0, 2.0]), _map([4.0, 8.0]), _map([1.0, 2.0])])  # [3, 1, 1, 2]
+    pred = torch.cat([_map([1.0, 2.5]), _map([4.0, 9.0]), _map([3.0, 1.0])])  # copy: far off
+    batch = {"gt_rgb": gt, "has_rgb": torch.tensor([True, True, True]),
+             "blanked": torch.tensor([False, False, True])}
+    whole = silog_loss(pred[:2], gt[:2], max_depth_m=80.0).item()
+    copy = silog_loss(pred[2:], gt[2:], max_depth_m=80.0).item()
+    pooled = silog_loss(pred, gt, max_depth_m=80.0).item()
+    total, parts = multi_view_silog({"depth_rgb": pred}, batch, max_depth_m=80.0,
+                                    cfg=LossConfig(blanked_weight=0.25))
+    assert total.item() == pytest.approx(whole + 0.25 * copy, rel=1e-6)
+    assert parts["whole_rgb"] == pytest.approx(whole) and parts["blanked_rgb"] == pytest.approx(copy)
+    default, _ = multi_view_silog({"depth_rgb": pred}, batch, max_depth_m=80.0, cfg=LossConfig())
+    assert default.item() == pytest.approx(pooled, rel=1e-6) and pooled != pytest.approx(whole)
+    # A copy whose view is unsupervised (has_rgb False) is left out of both terms.
+    batch["has_rgb"] = torch.tensor([True, True, False])
+    total, parts = multi_view_silog({"depth_rgb": pred}, batch, max_depth_m=80.0,
+                                    cfg=LossConfig(blanked_weight=0.25))
+    assert total.item() == pytest.approx(whole, rel=1e-6) and "blanked_rgb" not in parts
+    with pytest.raises(ValueError, match="loss.blanked_weight=-1"):
+        LossConfig(blanked_weight=-1.0)
+
+
 @pytest.mark.parametrize("weights, match", [
     ({"rgb_weight": -0.5}, "loss.rgb_weight=-0.5"),
     ({"thermal_weight": float("nan")}, "loss.thermal_weight=nan"),

@@ -225,6 +225,7 @@ def test_duplicate_dropout_appends_a_blanked_copy(ms2_root):
     batch = add_blanked_copies(collate(items))
     assert "drop_rgb" not in batch and batch["rgb"].shape[0] == len(items) + len(flagged)
     assert batch["seq"][len(items):] == [items[i]["seq"] for i in flagged]
+    assert batch["blanked"].tolist() == [False] * len(items) + [True] * len(flagged)
     for row, source in enumerate(flagged, start=len(items)):
         lost = "thermal" if items[source]["drop_thermal"] else "rgb"
         kept = "rgb" if lost == "thermal" else "thermal"
@@ -245,6 +246,7 @@ def test_duplicate_dropout_edge_cases(ms2_root):
     assert "drop_rgb" not in item
     batch = collate([item, ds[1]])
     assert add_blanked_copies(batch)["rgb"].shape[0] == 2  # nothing flagged: unchanged
+    assert "blanked" not in add_blanked_copies(batch)  # no flags at all (p = 0)
     with pytest.raises(ValueError, match="modality_dropout_mode"):
         MS2Dataset(ms2_root, "train", train=True, modality_dropout_mode="drop")
 

@@ -30,8 +30,15 @@ class LossConfig:
     uncertainty_weight: float = 1.0
     thermal_weight: float = 1.0
     rgb_weight: float = 1.0
+    # modality_dropout_mode duplicate: null = one SILog over the whole samples and the blanked
+    # copies together; a number w = SILog of the whole samples (the full-input objective as
+    # without dropout) + w * SILog of the copies (single-camera mode as an auxiliary objective).
+    blanked_weight: float | None = None
 
     def __post_init__(self) -> None:
+        if self.blanked_weight is not None and not 0 <= self.blanked_weight < float("inf"):
+            raise ValueError(f"loss.blanked_weight={self.blanked_weight}: must be null or a "
+                             "finite number >= 0")
         for view in VIEWS:
             weight = getattr(self, f"{view}_weight")
             if not weight >= 0 or weight == float("inf"):
@@ -85,6 +92,19 @@ def silog_loss(pred_m: torch.Tensor, gt_m: torch.Tensor, *, max_depth_m: float,
     return alpha * torch.sqrt(variance.clamp_min(_MIN_VARIANCE))
 
 
+def _sample_groups(batch: dict, mask: torch.Tensor | None, size: int,
+                   cfg: LossConfig) -> list[tuple[torch.Tensor | None, float, str]]:
+    """(sample mask, weight, part name) of each SILog term of a view: one term over every
+    sample, or with `cfg.blanked_weight` set and blanked copies in the batch, the whole samples
+    and (weighted) the copies apart."""
+    blanked = batch.get("blanked")
+    if cfg.blanked_weight is None or blanked is None or not bool(torch.as_tensor(blanked).any()):
+        return [(mask, 1.0, "")]
+    blanked = torch.as_tensor(blanked).bool()
+    present = torch.ones(size, dtype=torch.bool) if mask is None else mask.bool().cpu()
+    return [(present & ~blanked, 1.0, "whole"), (present & blanked, cfg.blanked_weight, "blanked")]
+
+
 def multi_view_silog(outputs: dict[str, torch.Tensor], batch: dict, *, max_depth_m: float,
                      cfg: LossConfig) -> tuple[torch.Tensor, dict[str, float]]:
     """Weighted sum (`cfg.<view>_weight`) of SILog over the views the model produced, that have
@@ -111,8 +131,16 @@ def multi_view_silog(outputs: dict[str, torch.Tensor], batch: dict, *, max_depth
         has_input = batch.get(f"has_{view}")
         mask = None if has_input is None else torch.as_tensor(has_input)
         gt = gt.to(pred.device)
-        loss = silog_loss(pred, gt, max_depth_m=max_depth_m, silog_lambda=cfg.silog_lambda,
-                          alpha=cfg.alpha, sample_mask=mask)
+        loss = None
+        for group_mask, weight, name in _sample_groups(batch, mask, pred.shape[0], cfg):
+            term = silog_loss(pred, gt, max_depth_m=max_depth_m, silog_lambda=cfg.silog_lambda,
+                              alpha=cfg.alpha, sample_mask=group_mask)
+            if term is None:
+                continue
+            if name:
+                parts[f"{name}_{view}"] = float(term.detach())
+            term = weight * term if weight != 1.0 else term
+            loss = term if loss is None else loss + term
         if loss is None:
             continue
         parts[f"loss_{view}"] = float(loss.detach())

@@ -174,9 +174,14 @@ def add_blanked_copies(batch: dict) -> dict:
         batch: collate() output: tensors [B, ...], "seq" and "frame" lists, drop_thermal /
             drop_rgb [B] bool.
     Returns:
-        The same keys with B + (number of flagged samples) entries, without drop_* keys.
+        The same keys with B + (number of flagged samples) entries, without drop_* keys, and
+        "blanked" [B + n] bool (True on the copies) when the batch had drop flags, so the loss
+        can tell the copies from the whole samples (losses.LossConfig.blanked_weight).
     """
     samples = {k: v for k, v in batch.items() if not k.startswith("drop_")}
+    flags = [batch[k] for k in batch if k.startswith("drop_")]
+    if flags:
+        samples["blanked"] = torch.zeros(len(flags[0]), dtype=torch.bool)
     out = samples
     for modality in MODALITY_CHANNELS:
         flag = batch.get(f"drop_{modality}")
@@ -188,6 +193,7 @@ def add_blanked_copies(batch: dict) -> dict:
         blank = torch.from_numpy(missing_input(modality, tuple(copy[modality].shape[-2:])))
         copy[modality] = blank.expand_as(copy[modality]).clone()
         copy[f"has_{modality}"] = torch.zeros_like(copy[f"has_{modality}"])
+        copy["blanked"] = torch.ones_like(copy["blanked"])
         out = {k: (torch.cat([out[k], copy[k]]) if torch.is_tensor(out[k]) else out[k] + copy[k])
                for k in out}
     return out
