@@ -301,12 +301,14 @@ def _change(a, b) -> str:
 
 def dropout_bases(arms: list[str]) -> dict[str, list[str]]:
     """{base arm: [its modality-dropout arms]}: an arm trained with `data.modality_dropout_*`
-    and the arm with the same overrides without them (e.g. fused_two_towers_rgb30 ->
-    fused_two_towers), for the cost of dropout on full input."""
+    (and `loss.blanked_weight`, which only acts on dropout's copies) and the arm with the same
+    overrides without them (e.g. fused_two_towers_rgb30 -> fused_two_towers), for the cost of
+    dropout on full input."""
     bases: dict[str, list[str]] = {}
     for arm in arms:
         overrides = ARMS[arm][0]
-        rest = [o for o in overrides if not o.startswith("data.modality_dropout")]
+        rest = [o for o in overrides if not o.startswith(("data.modality_dropout",
+                                                          "loss.blanked_weight"))]
         if arm in ALONE or rest == overrides:
             continue
         base = next((a for a, (o, _) in ARMS.items() if o == rest), None)
