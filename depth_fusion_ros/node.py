@@ -7,9 +7,9 @@ thread and only validate, judge usability (degraded.py, `check_image_usable`), r
 (decode, rectify, preprocess: pipeline.DepthPipeline), infer (the backend) and publish
 (postprocess, publish), each on its own thread with `pipelined: true` (the default: input N+1 is
 prepared while N is inferred and N-1 published), or all on one thread. The subscriptions
-therefore keep draining while inference runs. While the worker keeps up with the cameras a burst of pairs waits and is processed; a model
-slower than the cameras never builds a backlog: only the newest input waits, replaced ones are
-counted as dropped.
+therefore keep draining while inference runs. While the worker keeps up with the cameras a
+burst of pairs waits and is processed; a model slower than the cameras never builds a backlog:
+only the newest input waits, replaced ones are counted as dropped.
 
 Single-camera mode: a camera silent for stale_timeout_s (or sending unusable images) is missing;
 the node runs on the other one alone, feeding the network `preprocess.missing_input` in its place,
