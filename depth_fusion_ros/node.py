@@ -312,7 +312,8 @@ class DepthFusionNode(Node):
              Stage("publish", self._publish)],
             source=self._take, on_error=self._failed, on_step=self.queue.record_step,
             pipelined=p.pipelined,
-            period_s=1.0 / p.max_rate_hz if p.max_rate_hz > 0 else 0.0)
+            period_s=1.0 / p.max_rate_hz if p.max_rate_hz > 0 else 0.0,
+            newer_waiting=self.queue.newer_waiting)
 
     def _take(self, timeout_s: float) -> InFlight | None:
         work = self.queue.take(timeout_s=timeout_s)
@@ -380,7 +381,7 @@ class DepthFusionNode(Node):
         for name, value in (("pairs_matched", sync.pairs), ("sync_resets", sync.resets),
                             ("unmatched_thermal", sync.unmatched[0]),
                             ("unmatched_rgb", sync.unmatched[1]),
-                            ("pairs_dropped", self.queue.replaced),
+                            ("pairs_dropped", self.queue.replaced + self.runner.dropped),
                             ("inputs_skipped", self.router.skipped)):
             self.stats.set_count(name, value)
         now_s = time.monotonic()

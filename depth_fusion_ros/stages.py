@@ -8,9 +8,14 @@ Stages (node.py): prepare (decode, rectify, preprocess), infer, publish (postpro
 
 No backlog in either mode: a stage takes its next input only when its output slot is empty, so
 at most one input waits between two stages, and the newest-pair policy stays where it is, in the
-input queue (sync.PairQueue). Per input the runner reports one step time to the queue's
-keeping-up estimate: the sum of the stage times when sequential, the longest stage when
-pipelined (what bounds the rate), never less than the max_rate_hz period.
+input queue (sync.PairQueue). Pipelined, the first stage prepares an input while the second is
+still busy; when the worker does not keep up, that input would wait up to a whole step there and
+then take another: latency of two steps, not one. So the second stage, on taking a prepared
+input, asks `newer_waiting()`: if a newer input is waiting (and the queue's policy is newest
+only), the prepared one is dropped (`on_dropped`, counted with the queue's drops) and the newer
+one prepared instead. Per input the runner reports one step time to the queue's keeping-up
+estimate: the sum of the stage times when sequential, the longest stage when pipelined (what
+bounds the rate), never less than the max_rate_hz period.
 """
 from __future__ import annotations
 
@@ -30,6 +35,7 @@ class Handoff:
     def __init__(self) -> None:
         self._cond = threading.Condition()
         self._item: Any = _EMPTY
+        self._put_s = 0.0
 
     def wait_empty(self, stop: threading.Event) -> bool:
         """Blocks until the slot is empty; False if `stop` was set first."""
@@ -47,19 +53,23 @@ class Handoff:
                 if stop.is_set():
                     return False
                 self._cond.wait(POLL_S)
-            self._item = item
+            self._item, self._put_s = item, time.monotonic()
             self._cond.notify_all()
             return True
 
     def take(self, timeout_s: float) -> Any:
         """The item, removed from the slot, or None if none came within timeout_s."""
+        return self.take_timed(timeout_s)[0]
+
+    def take_timed(self, timeout_s: float) -> tuple[Any, float]:
+        """(item, monotonic time it was put), or (None, 0.0) if none came within timeout_s."""
         with self._cond:
             if self._item is _EMPTY and not self._cond.wait_for(
                     lambda: self._item is not _EMPTY, timeout_s):
-                return None
+                return None, 0.0
             item, self._item = self._item, _EMPTY
             self._cond.notify_all()
-            return item
+            return item, self._put_s
 
 
 @dataclass(frozen=True)
@@ -82,16 +92,24 @@ class StageRunner:
         pipelined: one thread per stage instead of one for all.
         period_s: the least time between two inputs taken (max_rate_hz), 0 for none.
         name: thread name prefix.
+        newer_waiting: pipelined, asked by the second stage on taking a prepared input: whether
+            a newer input waits in the source and should replace it (PairQueue.newer_waiting).
+        on_dropped: on_dropped(item) for a prepared input replaced that way.
+    Attributes:
+        dropped: prepared inputs replaced by newer ones.
     """
 
     def __init__(self, stages: list[Stage], source: Callable[[float], Any],
                  on_error: Callable[[Any, str, BaseException], None],
                  on_step: Callable[[float], None], pipelined: bool, period_s: float = 0.0,
-                 name: str = "depth_fusion"):
+                 name: str = "depth_fusion", newer_waiting: Callable[[], bool] | None = None,
+                 on_dropped: Callable[[Any], None] | None = None):
         if not stages:
             raise ValueError("StageRunner needs at least one stage")
         self.stages, self.source = list(stages), source
         self.on_error, self.on_step = on_error, on_step
+        self.newer_waiting, self.on_dropped = newer_waiting, on_dropped
+        self.dropped = 0
         self.pipelined, self.period_s = bool(pipelined), float(period_s)
         self._stop = threading.Event()
         self._next_take_s = 0.0
@@ -153,6 +171,13 @@ class StageRunner:
                     break
             self.on_step(max(total_s, self.period_s))
 
+    def _drop(self, item: Any) -> None:
+        with self._times_lock:
+            self._times.pop(id(item), None)
+            self.dropped += 1
+        if self.on_dropped is not None:
+            self.on_dropped(item)
+
     def _stage_loop(self, index: int) -> None:
         stage = self.stages[index]
         first, last = index == 0, index == len(self.stages) - 1
@@ -162,8 +187,16 @@ class StageRunner:
             # Take only when the next stage has room: no input waits longer than one step.
             if outbox is not None and not outbox.wait_empty(self._stop):
                 return
-            item = self._take() if first else inbox.take(POLL_S)
+            ready_s = time.monotonic()
+            item, put_s = (self._take(), 0.0) if first else inbox.take_timed(POLL_S)
             if item is None:
+                continue
+            # An input prepared while this stage was busy, with a newer one waiting now, is
+            # stale: the newer one goes instead. One this stage waited for is never dropped
+            # (so inputs arriving faster than preparing them cannot starve the stage).
+            if (index == 1 and put_s < ready_s and self.newer_waiting is not None
+                    and self.newer_waiting()):
+                self._drop(item)
                 continue
             ok, seconds = self._run(stage, item)
             with self._times_lock:

@@ -302,6 +302,12 @@ class PairQueue:
                 return None
             return self._items.popleft()
 
+    def newer_waiting(self) -> bool:
+        """Whether an input waits while the worker does not keep up (only the newest may wait):
+        an input the worker prepared ahead is then older than need be."""
+        with self._cond:
+            return bool(self._items) and not self.keeping_up()
+
     def record_step(self, seconds: float) -> None:
         """The worker's time for one pair (processing, or the max_rate_hz period if longer)."""
         with self._cond:

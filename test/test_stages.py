@@ -191,3 +191,62 @@ def test_handoff_holds_one_item():
 def test_runner_needs_a_stage():
     with pytest.raises(ValueError, match="at least one stage"):
         StageRunner([], lambda t: None, lambda *a: None, lambda s: None, pipelined=True)
+
+
+def test_an_input_prepared_ahead_is_replaced_by_a_newer_one_when_overloaded():
+    """Pipelined and not keeping up: the input prepared while inference was busy is dropped
+    for the newer one waiting (latency one step, not two); one inference waited for is not."""
+    feed: queue.Queue = queue.Queue()
+    started0, release0 = threading.Event(), threading.Event()
+    prepared = {i: threading.Event() for i in range(3)}
+    done, dropped = [], []
+
+    def source(timeout_s):
+        try:
+            return feed.get(timeout=timeout_s)
+        except queue.Empty:
+            return None
+
+    def infer(item):
+        if item["id"] == 0:
+            started0.set()
+            assert release0.wait(5.0)
+
+    runner = StageRunner(
+        [Stage("prepare", lambda item: prepared[item["id"]].set()), Stage("infer", infer),
+         Stage("publish", lambda item: done.append(item["id"]))], source,
+        on_error=lambda *a: None, on_step=lambda s: None, pipelined=True,
+        newer_waiting=lambda: not feed.empty(), on_dropped=lambda item: dropped.append(item["id"]))
+    runner.start()
+    try:
+        feed.put({"id": 0})
+        assert started0.wait(5.0)
+        feed.put({"id": 1})
+        assert prepared[1].wait(5.0)  # prepared ahead, waiting in the slot
+        feed.put({"id": 2})  # newer; the prepare stage has no room for it yet
+        time.sleep(0.05)
+        release0.set()
+        assert _wait(lambda: done == [0, 2])
+    finally:
+        runner.stop()
+    assert dropped == [1] and runner.dropped == 1
+
+
+def test_replacing_never_starves_the_stage():
+    """Even if a newer input always waits, an input the stage waited for goes through."""
+    done, dropped = [], []
+
+    def slow(item):
+        time.sleep(0.01)
+
+    runner = StageRunner(
+        [Stage("prepare", lambda i: None), Stage("infer", slow),
+         Stage("publish", lambda item: done.append(item["id"]))], Source(20),
+        on_error=lambda *a: None, on_step=lambda s: None, pipelined=True,
+        newer_waiting=lambda: True, on_dropped=lambda item: dropped.append(item["id"]))
+    runner.start()
+    try:
+        assert _wait(lambda: len(done) + len(dropped) == 20)
+    finally:
+        runner.stop()
+    assert len(done) >= 9 and sorted(done + dropped) == list(range(20))

@@ -118,6 +118,7 @@ def test_pair_queue_works_off_a_burst_while_the_worker_keeps_up():
     for i in range(5):  # a longer burst than max_pending: the oldest waiting ones go
         queue.put(i, now_s=1.0 + i * 1e-3)
     assert queue.pending() == 3 and queue.replaced == 2 and queue.take(0.0) == 2
+    assert not queue.newer_waiting()  # keeping up: pairs waiting are a burst to work off
 
 
 def test_pair_queue_keeps_only_newest_when_the_worker_is_slower_than_the_input():
@@ -125,8 +126,9 @@ def test_pair_queue_keeps_only_newest_when_the_worker_is_slower_than_the_input()
     for i in range(10):
         queue.put(i, now_s=i / 30)  # 30 Hz
         queue.record_step(0.2)  # 5 pairs/s: a backlog would grow by 25 pairs every second
-    assert queue.pending() == 1 and queue.replaced == 9 and queue.take(0.0) == 9
-    assert not queue.keeping_up()
+    assert queue.pending() == 1 and queue.newer_waiting()  # a pair prepared ahead is stale
+    assert queue.replaced == 9 and queue.take(0.0) == 9
+    assert not queue.keeping_up() and not queue.newer_waiting()  # nothing waits
     got = []
     consumer = threading.Thread(target=lambda: got.append(queue.take(timeout_s=5.0)))
     consumer.start()
