@@ -188,6 +188,11 @@ def _percentile(sorted_values: list[float], q: float) -> float:
     return sorted_values[min(len(sorted_values) - 1, int(q * len(sorted_values)))]
 
 
+def processed_share(run: dict) -> float:
+    """Percent of the pairs sent that the node processed."""
+    return 100.0 * int(run["values"].get("pairs_processed", 0)) / max(run["sent"], 1)
+
+
 def describe(run: dict) -> str:
     """One table row: processed share, drops, latency and stage medians."""
     v, lat = run["values"], run["latencies_ms"]
@@ -196,7 +201,7 @@ def describe(run: dict) -> str:
     stages = "/".join(v.get(f"{s}_ms", "?") for s in ("preprocess", "inference", "postprocess",
                                                        "publish"))
     median = statistics.median(lat) if lat else float("nan")
-    return (f"| {sent} | {processed} ({100.0 * processed / max(sent, 1):.1f} %) | "
+    return (f"| {sent} | {processed} ({processed_share(run):.1f} %) | "
             f"{v.get('pairs_dropped', '?')} | {sent - matched} | {run['steady_rate']:.1f} | "
             f"{median:.1f} | {_percentile(lat, 0.99):.1f} | {lat[-1] if lat else float('nan'):.1f} "
             f"| {stages} | {1e3 * run['cpu_s'] / max(processed, 1):.1f} | "
@@ -206,11 +211,6 @@ def describe(run: dict) -> str:
 HEADER = ("| sent | processed | dropped by node | lost before pairing | pairs/s | latency median "
           "ms | p99 ms | max ms | stages ms (pre/infer/post/publish) | node CPU ms per processed "
           "pair | executor thread CPU ms per sent pair |\n|---|---|---|---|---|---|---|---|---|---|---|")
-
-
-def processed_share(run: dict) -> float:
-    """Percent of the pairs sent that the node processed."""
-    return 100.0 * int(run["values"].get("pairs_processed", 0)) / max(run["sent"], 1)
 
 
 def ab_settings(ab: str) -> list[str]:

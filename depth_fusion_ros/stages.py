@@ -37,22 +37,23 @@ class Handoff:
         self._item: Any = _EMPTY
         self._put_s = 0.0
 
+    def _wait_empty_locked(self, stop: threading.Event) -> bool:
+        while self._item is not _EMPTY:
+            if stop.is_set():
+                return False
+            self._cond.wait(POLL_S)
+        return not stop.is_set()
+
     def wait_empty(self, stop: threading.Event) -> bool:
         """Blocks until the slot is empty; False if `stop` was set first."""
         with self._cond:
-            while self._item is not _EMPTY:
-                if stop.is_set():
-                    return False
-                self._cond.wait(POLL_S)
-            return not stop.is_set()
+            return self._wait_empty_locked(stop)
 
     def put(self, item: Any, stop: threading.Event) -> bool:
         """Places item once the slot is empty; False (item not placed) if `stop` was set first."""
         with self._cond:
-            while self._item is not _EMPTY:
-                if stop.is_set():
-                    return False
-                self._cond.wait(POLL_S)
+            if not self._wait_empty_locked(stop):
+                return False
             self._item, self._put_s = item, time.monotonic()
             self._cond.notify_all()
             return True
@@ -113,9 +114,6 @@ class StageRunner:
         self.pipelined, self.period_s = bool(pipelined), float(period_s)
         self._stop = threading.Event()
         self._next_take_s = 0.0
-        # Per input in flight (pipelined): stage name -> seconds, kept on the runner's side.
-        self._times: dict[int, dict[str, float]] = {}
-        self._times_lock = threading.Lock()
         if self.pipelined and len(self.stages) > 1:
             self._slots = [Handoff() for _ in self.stages[1:]]
             targets = [lambda i=i: self._stage_loop(i) for i in range(len(self.stages))]
@@ -172,9 +170,7 @@ class StageRunner:
             self.on_step(max(total_s, self.period_s))
 
     def _drop(self, item: Any) -> None:
-        with self._times_lock:
-            self._times.pop(id(item), None)
-            self.dropped += 1
+        self.dropped += 1  # only the second stage's thread drops
         if self.on_dropped is not None:
             self.on_dropped(item)
 
@@ -188,7 +184,12 @@ class StageRunner:
             if outbox is not None and not outbox.wait_empty(self._stop):
                 return
             ready_s = time.monotonic()
-            item, put_s = (self._take(), 0.0) if first else inbox.take_timed(POLL_S)
+            # Between stages an input travels with its longest stage time so far.
+            if first:
+                item, slowest_s, put_s = self._take(), 0.0, 0.0
+            else:
+                carried, put_s = inbox.take_timed(POLL_S)
+                item, slowest_s = carried if carried is not None else (None, 0.0)
             if item is None:
                 continue
             # An input prepared while this stage was busy, with a newer one waiting now, is
@@ -199,14 +200,10 @@ class StageRunner:
                 self._drop(item)
                 continue
             ok, seconds = self._run(stage, item)
-            with self._times_lock:
-                times = self._times.setdefault(id(item), {})
-                times[stage.name] = seconds
+            slowest_s = max(slowest_s, seconds)
             if ok and outbox is not None:
-                if outbox.put(item, self._stop):
+                if outbox.put((item, slowest_s), self._stop):
                     continue
                 ok = False  # stopping: dropped between stages
-            with self._times_lock:
-                times = self._times.pop(id(item), {})
             if ok or not self._stop.is_set():
-                self.on_step(max(max(times.values(), default=0.0), self.period_s))
+                self.on_step(max(slowest_s, self.period_s))

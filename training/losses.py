@@ -139,8 +139,7 @@ def multi_view_silog(outputs: dict[str, torch.Tensor], batch: dict, *, max_depth
                 continue
             if name:
                 parts[f"{name}_{view}"] = float(term.detach())
-            term = weight * term if weight != 1.0 else term
-            loss = term if loss is None else loss + term
+            loss = weight * term if loss is None else loss + weight * term
         if loss is None:
             continue
         parts[f"loss_{view}"] = float(loss.detach())

@@ -109,11 +109,11 @@ class TorchBackend(Backend):
             self._stream.synchronize()
         return {name: np.array(tensor.numpy()) for name, tensor in host.items()}  # copies
 
+    @contextlib.contextmanager
     def _on_stream(self):
         """The backend's CUDA stream (and device) as current; nothing on the CPU."""
         if self._stream is None:
-            return contextlib.nullcontext()
-        stack = contextlib.ExitStack()
-        stack.enter_context(self._torch.cuda.device(self._torch_device))
-        stack.enter_context(self._torch.cuda.stream(self._stream))
-        return stack
+            yield
+            return
+        with self._torch.cuda.device(self._torch_device), self._torch.cuda.stream(self._stream):
+            yield
