@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from training.model import (
     DMCFSide,
@@ -11,7 +12,13 @@ from training.model import (
     checkpoint_filter_fn,
     load_pretrained_encoder,
 )
-from training.model.attention import shift_mask_for, window_attention, window_attention_weights
+from training.model.attention import (
+    generate_shift_window_attn_mask,
+    shift_mask_for,
+    window_attention,
+    window_attention_weights,
+    window_token_index,
+)
 from training.model.pretrained import resize_bias_table
 
 # One thread: the CI box has 2 shared cores and OpenMP spin-waits badly when oversubscribed.
@@ -304,6 +311,92 @@ def test_shift_mask_blocks_attention_across_shifted_regions():
     out = window_attention(q, kk, v, 1, False, h, w)
     ref = torch.softmax(q @ kk.transpose(1, 2) / 8**0.5, -1) @ v
     torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
+
+
+def _official_windows(x: torch.Tensor, h: int, w: int, ws_h: int, ws_w: int, shift_h: int,
+                      shift_w: int) -> torch.Tensor:
+    """Official Swin order of operations: [B, h*w, C] -> pad, roll, partition -> [B, nW*N, C]."""
+    b, _, c = x.shape
+    hp, wp = -(-h // ws_h) * ws_h, -(-w // ws_w) * ws_w
+    y = F.pad(x.view(b, h, w, c), (0, 0, 0, wp - w, 0, hp - h))
+    y = torch.roll(y, (-shift_h, -shift_w), (1, 2))
+    y = y.view(b, hp // ws_h, ws_h, wp // ws_w, ws_w, c).permute(0, 1, 3, 2, 4, 5)
+    return y.reshape(b, -1, c)
+
+
+def _official_back(windows: torch.Tensor, h: int, w: int, ws_h: int, ws_w: int, shift_h: int,
+                   shift_w: int) -> torch.Tensor:
+    """Official window_reverse, roll back and crop: [B, nW*N, C] -> [B, h*w, C]."""
+    b, _, c = windows.shape
+    hp, wp = -(-h // ws_h) * ws_h, -(-w // ws_w) * ws_w
+    y = windows.view(b, hp // ws_h, wp // ws_w, ws_h, ws_w, c).permute(0, 1, 3, 2, 4, 5)
+    y = torch.roll(y.reshape(b, hp, wp, c), (shift_h, shift_w), (1, 2))
+    return y[:, :h, :w].reshape(b, h * w, c)
+
+
+@pytest.mark.parametrize("h, w, ws_h, ws_w, shift", [
+    (32, 64, 7, 7, 3),   # padded to 35x70 (the demo size's 1/4 map, Swin window 7)
+    (32, 64, 7, 7, 0),
+    (64, 160, 7, 7, 3),  # MS2 256x640 at 1/4
+    (16, 32, 8, 16, 4),  # DMCF split windows: not square, no padding
+    (9, 10, 4, 4, 2),
+])
+def test_window_token_index_matches_official_pad_roll_partition(h, w, ws_h, ws_w, shift):
+    torch.manual_seed(0)
+    x = torch.randn(2, h * w, 5)
+    shift_w = shift * ws_w // ws_h
+    gather, scatter = window_token_index(h, w, ws_h, ws_w, shift, shift_w)
+    padded = torch.cat([x, x.new_zeros(2, 1, 5)], dim=1)  # index h*w: the zero padding token
+    windows = padded.index_select(1, gather)
+    assert torch.equal(windows, _official_windows(x, h, w, ws_h, ws_w, shift, shift_w))
+    assert torch.equal(windows.index_select(1, scatter), x)
+    changed = windows * 2.0 + 1.0  # any per-window result goes back where the official one does
+    assert torch.equal(changed.index_select(1, scatter),
+                       _official_back(changed, h, w, ws_h, ws_w, shift, shift_w))
+
+
+def test_window_attention_equals_gmflow_roll_split_merge():
+    """GMFlow's single_head_split_window_attention order of operations, shifted windows."""
+    from training.model.attention import merge_splits, roll_2d, split_feature
+
+    torch.manual_seed(0)
+    b, h, w, c, k = 2, 8, 12, 4, 2
+    q, kk, v = (torch.randn(b, h * w, c) for _ in range(3))
+    mask = shift_mask_for(h, w, k)
+    sh, sw = h // k // 2, w // k // 2
+
+    def windows(t):
+        t = roll_2d(t.view(b, h, w, c), -sh, -sw)
+        return split_feature(t, k).reshape(b * k * k, -1, c)
+
+    scores = windows(q) @ windows(kk).transpose(1, 2) / c**0.5
+    scores = (scores.view(b, k * k, *scores.shape[1:]) + mask[None]).flatten(0, 1)
+    out = torch.softmax(scores, -1) @ windows(v)
+    out = roll_2d(merge_splits(out.view(b * k * k, h // k, w // k, c), k), sh, sw)
+    torch.testing.assert_close(window_attention(q, kk, v, k, True, h, w, mask),
+                               out.reshape(b, h * w, c), rtol=1e-6, atol=1e-6)
+
+
+def test_swin_block_equals_official_formulation():
+    """The gathered windows of SwinBlock give the official block's numbers and gradients."""
+    from training.model.swin import SwinBlock
+
+    torch.manual_seed(0)
+    h, w, ws, dim = 9, 20, 4, 8  # padded to 12x20, shifted by 2
+    block = SwinBlock(dim, 2, ws, shift=True, mlp_ratio=2.0, drop_path=0.0)
+    torch.nn.init.normal_(block.attn.relative_position_bias_table)
+    mask = generate_shift_window_attn_mask(12, 20, ws, ws, 2, 2)
+    x = torch.randn(2, h * w, dim, requires_grad=True)
+    ours = block(x, h, w, mask)
+    (grad_ours,) = torch.autograd.grad(ours.square().sum(), x)
+
+    y = _official_windows(block.norm1(x), h, w, ws, ws, 2, 2).view(-1, ws * ws, dim)
+    y = _official_back(block.attn(y, mask).view(2, -1, dim), h, w, ws, ws, 2, 2)
+    official = x + y
+    official = official + block.mlp(block.norm2(official))
+    (grad_official,) = torch.autograd.grad(official.square().sum(), x)
+    torch.testing.assert_close(ours, official, rtol=0, atol=0)
+    torch.testing.assert_close(grad_ours, grad_official, rtol=1e-6, atol=1e-6)
 
 
 def _official_state_dict(encoder) -> dict[str, torch.Tensor]:

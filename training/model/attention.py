@@ -1,9 +1,11 @@
 """Window attention kernels as plain functions (GMFlow style, Xu et al., CVPR 2022).
 
-Used by the DMCF Cross-Relation blocks (`dmcf.py`) and, for the shift mask, by the Swin encoder.
+Used by the DMCF Cross-Relation blocks (`dmcf.py`) and, for the shift mask and the window
+token permutations, by the Swin encoder.
 Everything here is written for ONNX opset 17 export with static shapes: sizes are Python ints
-taken from tensor shapes, never from tensor values, and only reshape/permute/slice/concat/matmul/
-softmax are used.
+taken from tensor shapes, never from tensor values, and only reshape/permute/slice/concat/gather/
+matmul/softmax are used. Window partitions are token permutations (`window_token_index`) whose
+indices depend on sizes only, so the exporter folds them into constants.
 """
 from __future__ import annotations
 
@@ -46,6 +48,38 @@ def roll_2d(x: torch.Tensor, shift_h: int, shift_w: int) -> torch.Tensor:
     return x
 
 
+def window_token_index(h: int, w: int, window_h: int, window_w: int, shift_h: int = 0,
+                       shift_w: int = 0, device: torch.device | str = "cpu"):
+    """Permutations that turn pad + roll + window partition (and back) into one gather each.
+
+    The map is [B, h*w, C] row-major tokens, zero-padded at the bottom and right to multiples of
+    the window, rolled by (-shift_h, -shift_w) (Swin's / GMFlow's shifted windows), then cut into
+    window_h x window_w windows (row-major windows, row-major tokens inside: `split_feature`'s and
+    Swin's `window_partition`'s order). Returns:
+        gather: [nW*N] long, the token each windowed position takes; index h*w stands for a
+            padding token (a zero row the caller appends, only when the map is padded).
+        scatter: [h*w] long, the windowed position each map token comes back from (the inverse
+            roll and crop included).
+    Both depend on sizes only, so ONNX export folds them into constants: each partition becomes
+    one Gather instead of a Pad, two rolls of slices and concats, and reshape/transpose pairs.
+    """
+    h, w, window_h, window_w = int(h), int(w), int(window_h), int(window_w)
+    hp, wp = -(-h // window_h) * window_h, -(-w // window_w) * window_w
+    ids = torch.arange(h * w, device=device).view(1, 1, h, w)
+    ids = torch.nn.functional.pad(ids, (0, wp - w, 0, hp - h), value=h * w)[0, :, :, :, None]
+    kh, kw = hp // window_h, wp // window_w
+
+    def to_windows(grid: torch.Tensor) -> torch.Tensor:  # [1, hp, wp, 1] -> [nW*N]
+        grid = grid.view(kh, window_h, kw, window_w).permute(0, 2, 1, 3)
+        return grid.reshape(-1)
+
+    gather = to_windows(roll_2d(ids, -int(shift_h), -int(shift_w)))
+    pos = torch.arange(hp * wp, device=device).view(kh, kw, window_h, window_w)
+    pos = pos.permute(0, 2, 1, 3).reshape(1, hp, wp, 1)  # windowed position of each map cell
+    scatter = roll_2d(pos, int(shift_h), int(shift_w))[0, :h, :w, 0].reshape(-1)
+    return gather, scatter
+
+
 def _region_ids(size: int, window: int, shift: int, device: torch.device) -> torch.Tensor:
     """Region label per row (or column) after a cyclic shift: 0 = untouched, 1 and 2 = the
     strips that `torch.roll` wrapped around (Swin's three slices; shift 0 gives only 0 and 1,
@@ -80,26 +114,39 @@ def generate_shift_window_attn_mask(
     return different.float() * MASK_VALUE
 
 
+def _split_index(h: int, w: int, num_splits: int, with_shift: bool,
+                 device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """`window_token_index` for K x K splits of an h x w map, shifted by half a window or not."""
+    wh, ww = h // num_splits, w // num_splits
+    shift_h, shift_w = (wh // 2, ww // 2) if with_shift else (0, 0)
+    return window_token_index(h, w, wh, ww, shift_h, shift_w, device)
+
+
+def _to_windows(x: torch.Tensor, gather: torch.Tensor, windows: int) -> torch.Tensor:
+    """[B, H*W, C] row-major tokens -> [B*nW, N, C] window tokens (one gather)."""
+    b, _, c = x.shape
+    return x.index_select(1, gather).view(b * windows, -1, c)
+
+
 def window_attention_weights(
     q: torch.Tensor, k: torch.Tensor, num_splits: int, with_shift: bool, h: int, w: int,
     attn_mask: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Softmax weights of single-head K x K window attention.
 
-    q, k: [B, H*W, C] tokens in row-major order. Returns [B*K*K, N, N] with N = (H/K)*(W/K);
-    with_shift rolls the map by half a window first and applies `attn_mask`
-    ([K*K, N, N], from `generate_shift_window_attn_mask`).
+    q, k: [B, H*W, C] tokens in row-major order. Returns [B*K*K, N, N] with N = (H/K)*(W/K),
+    windows in `split_feature` order; with_shift rolls the map by half a window first and
+    applies `attn_mask` ([K*K, N, N], from `generate_shift_window_attn_mask`).
     """
+    gather, _ = _split_index(h, w, num_splits, with_shift, q.device)
+    return _weights(q, k, gather, num_splits, with_shift, attn_mask)
+
+
+def _weights(q: torch.Tensor, k: torch.Tensor, gather: torch.Tensor, num_splits: int,
+             with_shift: bool, attn_mask: torch.Tensor | None) -> torch.Tensor:
     b, _, c = q.shape
     kk = num_splits * num_splits
-    q = q.view(b, h, w, c)  # [B, H, W, C]
-    k = k.view(b, h, w, c)
-    if with_shift:
-        shift = (h // num_splits // 2, w // num_splits // 2)
-        q = roll_2d(q, -shift[0], -shift[1])
-        k = roll_2d(k, -shift[0], -shift[1])
-    q = split_feature(q, num_splits).reshape(b * kk, -1, c)  # [B*K*K, N, C]
-    k = split_feature(k, num_splits).reshape(b * kk, -1, c)
+    q, k = _to_windows(q, gather, kk), _to_windows(k, gather, kk)  # [B*K*K, N, C]
     # Scale the queries, not the N x N scores: same result, N/C times fewer multiplications.
     scores = torch.matmul(q * (c**-0.5), k.transpose(1, 2))  # [B*K*K, N, N]
     if with_shift:
@@ -117,20 +164,14 @@ def window_attention(
     """Single-head attention inside K x K windows (GMFlow's `single_head_split_window_attention`).
 
     q, k, v: [B, H*W, C]; H and W must be divisible by num_splits. Returns [B, H*W, C].
+    GMFlow's roll / split / merge / roll back are done as two token permutations
+    (`window_token_index`): the same numbers, fewer and cheaper exported operations.
     """
     b, _, c = q.shape
-    attn = window_attention_weights(q, k, num_splits, with_shift, h, w, attn_mask)
-    v = v.view(b, h, w, c)  # [B, H, W, C]
-    shift = (h // num_splits // 2, w // num_splits // 2)
-    if with_shift:
-        v = roll_2d(v, -shift[0], -shift[1])
-    v = split_feature(v, num_splits)
-    hk, wk = v.shape[1], v.shape[2]
-    out = torch.matmul(attn, v.reshape(attn.shape[0], -1, c))  # [B*K*K, N, C]
-    out = merge_splits(out.view(-1, hk, wk, c), num_splits)  # [B, H, W, C]
-    if with_shift:
-        out = roll_2d(out, shift[0], shift[1])
-    return out.reshape(b, h * w, c)  # [B, H*W, C]
+    gather, scatter = _split_index(h, w, num_splits, with_shift, q.device)
+    attn = _weights(q, k, gather, num_splits, with_shift, attn_mask)  # [B*K*K, N, N]
+    out = torch.matmul(attn, _to_windows(v, gather, num_splits * num_splits))  # [B*K*K, N, C]
+    return out.view(b, h * w, c).index_select(1, scatter)  # [B, H*W, C]
 
 
 def shift_mask_for(h: int, w: int, num_splits: int, device: torch.device | str = "cpu"):

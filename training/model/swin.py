@@ -17,7 +17,7 @@ import torch.nn.functional as F
 import torch.utils.checkpoint
 from torch import nn
 
-from .attention import generate_shift_window_attn_mask
+from .attention import generate_shift_window_attn_mask, window_token_index
 
 PATCH_SIZE = 4
 IMAGE_CHANNELS = {"thermal": 1, "rgb": 3}
@@ -94,20 +94,6 @@ class WindowAttention(nn.Module):
         return self.proj(x)
 
 
-def window_partition(x: torch.Tensor, ws: int) -> torch.Tensor:
-    """[B, H, W, C] -> [B*nW, ws*ws, C] (H, W multiples of ws)."""
-    b, h, w, c = x.shape
-    x = x.view(b, h // ws, ws, w // ws, ws, c).permute(0, 1, 3, 2, 4, 5)
-    return x.reshape(-1, ws * ws, c)  # [B*nW, ws*ws, C]
-
-
-def window_reverse(windows: torch.Tensor, ws: int, h: int, w: int) -> torch.Tensor:
-    """[B*nW, ws*ws, C] -> [B, H, W, C]."""
-    c = windows.shape[-1]
-    x = windows.view(-1, h // ws, w // ws, ws, ws, c).permute(0, 1, 3, 2, 4, 5)
-    return x.reshape(-1, h, w, c)  # [B, H, W, C]
-
-
 class SwinBlock(nn.Module):
     """One Swin block: (shifted) window attention + MLP, pre-norm residuals."""
 
@@ -122,21 +108,23 @@ class SwinBlock(nn.Module):
         self.norm2 = nn.LayerNorm(dim)
         self.mlp = Mlp(dim, int(dim * mlp_ratio))
 
-    def forward(self, x: torch.Tensor, h: int, w: int, attn_mask: torch.Tensor | None):
-        """x: [B, H*W, C] -> [B, H*W, C]; attn_mask for the padded, shifted map."""
+    def forward(self, x: torch.Tensor, h: int, w: int, attn_mask: torch.Tensor | None,
+                index: tuple[torch.Tensor, torch.Tensor] | None = None):
+        """x: [B, H*W, C] -> [B, H*W, C]; attn_mask for the padded, shifted map; index: this
+        block's `window_token_index` (gather, scatter), made here when not given."""
         b, _, c = x.shape
         ws, s = self.window_size, self.shift_size
-        y = self.norm1(x).view(b, h, w, c)  # [B, H, W, C]
-        pad_b, pad_r = (ws - h % ws) % ws, (ws - w % ws) % ws
-        y = F.pad(y, (0, 0, 0, pad_r, 0, pad_b))  # [B, Hp, Wp, C]
-        hp, wp = h + pad_b, w + pad_r
-        if s > 0:
-            y = torch.roll(y, shifts=(-s, -s), dims=(1, 2))
-        y = self.attn(window_partition(y, ws), attn_mask if s > 0 else None)
-        y = window_reverse(y, ws, hp, wp)  # [B, Hp, Wp, C]
-        if s > 0:
-            y = torch.roll(y, shifts=(s, s), dims=(1, 2))
-        y = y[:, :h, :w, :].reshape(b, h * w, c)  # [B, H*W, C]
+        if index is None:
+            index = window_token_index(h, w, ws, ws, s, s, x.device)
+        gather, scatter = index
+        y = self.norm1(x)  # [B, H*W, C]
+        if gather.shape[0] != h * w:  # padded to window multiples: index h*w is a zero token
+            y = torch.cat([y, y.new_zeros(b, 1, c)], dim=1)
+        # Official Swin pads, rolls by -s, partitions, attends, reverses, rolls back and crops;
+        # the two token permutations do the same moves (window_token_index).
+        y = y.index_select(1, gather).view(-1, ws * ws, c)  # [B*nW, N, C]
+        y = self.attn(y, attn_mask if s > 0 else None)
+        y = y.view(b, -1, c).index_select(1, scatter)  # [B, H*W, C]
         x = x + self.drop_path(y)
         return x + self.drop_path(self.mlp(self.norm2(x)))
 
@@ -178,11 +166,14 @@ class SwinStage(nn.Module):
         hp, wp = -(-h // ws) * ws, -(-w // ws) * ws
         mask = generate_shift_window_attn_mask(hp, wp, ws, ws, ws // 2, ws // 2, x.device)
         mask = mask.to(x.dtype)  # [nW, ws*ws, ws*ws]
+        index = {s: window_token_index(h, w, ws, ws, s, s, x.device)
+                 for s in {blk.shift_size for blk in self.blocks}}
         for blk in self.blocks:
             if self.use_checkpointing and self.training:
-                x = torch.utils.checkpoint.checkpoint(blk, x, h, w, mask, use_reentrant=False)
+                x = torch.utils.checkpoint.checkpoint(blk, x, h, w, mask, index[blk.shift_size],
+                                                      use_reentrant=False)
             else:
-                x = blk(x, h, w, mask)
+                x = blk(x, h, w, mask, index[blk.shift_size])
         return x
 
 
