@@ -1,0 +1,98 @@
+"""Two exports of one model side by side: ONNX Runtime CPU latency in alternating runs, and parity.
+
+    .venv/bin/python bench/onnx_ab.py A.onnx B.onnx [--runs 40] [--threads N] [--label TEXT]
+        [--record]
+
+Both files are loaded the way the node loads them (`create_backend` with the node's defaults:
+intra-op threads = usable cores, no spinning), fed the same seeded random inputs, and run in
+turns A, B, A, B, ... so that load from other jobs on this shared machine hits both alike. Prints
+the median and p10 latency of each, the ratio B/A, the ONNX node count per file, and the largest
+output difference (the two files must hold the same network). Typical use: the same checkpoint
+exported by two commits (`git worktree add /tmp/old <commit>`, then `training.export` in each).
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.common import record, times_ms  # noqa: E402
+from depth_fusion_ros.backends import backend_details, create_backend  # noqa: E402
+
+
+def node_count(path: Path) -> int:
+    """Operators in the graph (0 if the onnx package is missing)."""
+    try:
+        import onnx
+    except ImportError:
+        return 0
+    return len(onnx.load(str(path), load_external_data=False).graph.node)
+
+
+def compare(paths: list[Path], runs: int, threads: int | None) -> tuple[str, float]:
+    """Markdown table of the two files, and the B/A ratio of the median latencies."""
+    backends = [create_backend(p, "onnxruntime", "cpu", threads) for p in paths]
+    md = backends[0].metadata
+    shapes = [([(i.name, tuple(i.shape)) for i in b.metadata.inputs],
+               [o.name for o in b.metadata.outputs]) for b in backends]
+    if shapes[0] != shapes[1]:
+        raise SystemExit(f"{paths[0]} and {paths[1]} do not hold the same network interface: "
+                         f"inputs/outputs {shapes[0]} vs {shapes[1]} (see their sidecars)")
+    rng = np.random.default_rng(0)
+    thermal = rng.standard_normal((1, 1, md.height, md.width)).astype(np.float32)
+    rgb = rng.standard_normal((1, 3, md.height, md.width)).astype(np.float32)
+    outputs = [b.infer_outputs(thermal, rgb) for b in backends]
+    diff = max(float(np.abs(outputs[0][kind][view] - outputs[1][kind][view]).max())
+               for kind in outputs[0] for view in outputs[0][kind])
+    times: list[list[float]] = [[], []]
+    for b in backends:
+        times_ms(lambda b=b: b.infer(thermal, rgb), 0, warmup=3)
+    for _ in range(runs):  # alternate: A, B, A, B, ...
+        for i, b in enumerate(backends):
+            times[i] += times_ms(lambda b=b: b.infer(thermal, rgb), 1)
+    medians = [statistics.median(t) for t in times]
+    rows = ["| file | ONNX nodes | median ms | p10 ms |", "|---|---:|---:|---:|"]
+    for name, path, t, med in zip("AB", paths, times, medians, strict=True):
+        rows.append(f"| {name}: {path} | {node_count(path)} | {med:.2f} | "
+                    f"{np.percentile(t, 10):.2f} |")
+    ratio = medians[1] / medians[0]
+    how = ", ".join(f"{k} {v}" for k, v in backend_details(backends[0]).items())
+    rows += ["", f"B/A median latency: {ratio:.3f}; largest output difference: {diff:.3g} "
+             f"({md.height}x{md.width}, {runs} alternating runs each; {how})"]
+    for b in backends:
+        b.close()
+    return "\n".join(rows), ratio
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("a", type=Path, help="first .onnx (with its .json sidecar)")
+    parser.add_argument("b", type=Path, help="second .onnx of the same network")
+    parser.add_argument("--runs", type=int, default=40, help="timed inferences per file")
+    parser.add_argument("--threads", type=int, default=None, help="intra-op threads")
+    parser.add_argument("--label", default="", help="what A and B are (for the record)")
+    parser.add_argument("--record", action="store_true", help="append to bench/RESULTS.md")
+    args = parser.parse_args(argv)
+    if args.runs < 1:
+        parser.error("--runs must be >= 1")
+    for path in (args.a, args.b):
+        if not path.is_file():
+            parser.error(f"no such model file: {path}")
+    table, _ = compare([args.a, args.b], args.runs, args.threads)
+    title = "Two ONNX exports of one model, ONNX Runtime CPU latency (alternating runs)"
+    body = (f"{args.label}\n\n{table}" if args.label else table)
+    if args.record:
+        record(title, body, "bench/onnx_ab.py " + " ".join(sys.argv[1:]))
+    else:
+        print(body)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
