@@ -69,3 +69,47 @@ def test_demo_model_card_counts_training_time_over_resumed_sessions(tmp_path):
         "2026-12-01 15:00:00 INFO done at step 200\n")
     seconds, sessions = training_seconds(tmp_path)
     assert (seconds, sessions) == (30 * 60 + 10 * 60, 2)  # the pause between them not counted
+
+
+def test_source_fingerprint_follows_the_code(tmp_path, monkeypatch):
+    from training import demo
+
+    monkeypatch.setattr(demo, "REPO_ROOT", tmp_path)
+    (tmp_path / "pkg").mkdir()
+    (tmp_path / "pkg" / "a.py").write_text("x = 1\n")
+    (tmp_path / "tool.py").write_text("y = 2\n")
+    first = demo.source_fingerprint("pkg", "tool.py")
+    assert first == demo.source_fingerprint("pkg", "tool.py") and len(first) == 64
+    (tmp_path / "pkg" / "a.py").write_text("x = 3\n")
+    changed = demo.source_fingerprint("pkg", "tool.py")
+    assert changed != first
+    (tmp_path / "pkg" / "b.py").write_text("")  # a new, empty module counts too
+    assert demo.source_fingerprint("pkg", "tool.py") != changed
+    (tmp_path / "pkg" / "notes.txt").write_text("not code")
+    assert demo.source_fingerprint("pkg") == demo.source_fingerprint("pkg")
+
+
+def test_export_is_redone_when_the_exporting_code_changed(tmp_path, capsys):
+    import json
+
+    from model_fixtures import make_tiny_checkpoint
+
+    from training import demo
+
+    ckpt = make_tiny_checkpoint(tmp_path, height=64, width=128)
+    model = tmp_path / "model" / "tiny.onnx"
+    model.parent.mkdir()
+    demo.export(ckpt, model)
+    stamp = json.loads((model.parent / "export_stamp.json").read_text())
+    assert stamp["code"] == demo.source_fingerprint(*demo.EXPORT_SOURCES)
+    capsys.readouterr()
+    demo.export(ckpt, model)
+    assert "reusing" in capsys.readouterr().out
+    stamp["code"] = "0" * 64  # exported by other network/exporter code: made again
+    (model.parent / "export_stamp.json").write_text(json.dumps(stamp))
+    before = model.stat().st_mtime_ns
+    demo.export(ckpt, model)
+    out = capsys.readouterr().out
+    assert "reusing" not in out and "training.export" in out
+    assert model.stat().st_mtime_ns != before
+    assert json.loads((model.parent / "export_stamp.json").read_text())["code"] != "0" * 64

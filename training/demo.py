@@ -6,7 +6,7 @@ Stages (each prints progress; a failure stops with the stage's name and why):
      training, too long for the demo); `--train` trains `tiny_synthetic` here instead (reused
      when demo_out/ holds a finished run with the same config), as does `--quick`
   3. offline evaluation on test_day and test_night (metric and median-scaled)
-  4. ONNX export with its sidecar (reused when it matches the checkpoint)
+  4. ONNX export with its sidecar (reused when made from this checkpoint by this code)
   5. a night test sequence converted to a rosbag2 with `ms2_to_bag`
   6. bag player -> depth_fusion_node (ONNX Runtime) -> depth_fusion_evaluator over real DDS
   7. contact sheets, PLY clouds, metrics.json, summary.md in demo_out/
@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import hashlib
 import json
 import shutil
 import subprocess
@@ -57,11 +58,29 @@ def run(cmd: list[str]) -> None:
         raise DemoError(f"`{' '.join(cmd)}` exited with code {code}")
 
 
+def source_fingerprint(*parts: str) -> str:
+    """sha256 of the Python sources under `parts` (repository-relative files or folders): what
+    a reused output was made with, so that a code change makes it again instead of reusing a
+    stale one (a cached export of the network before a graph change, data of an older generator)."""
+    digest = hashlib.sha256()
+    for part in parts:
+        path = REPO_ROOT / part
+        for source in sorted(path.rglob("*.py")) if path.is_dir() else [path]:
+            digest.update(str(source.relative_to(REPO_ROOT)).encode() + b"\0")
+            digest.update(source.read_bytes())
+    return digest.hexdigest()
+
+
+GENERATOR_SOURCES = ("training/synthetic",)
+EXPORT_SOURCES = ("training/model", "training/export.py")
+
+
 def make_data(root: Path, frames: int, quick: bool) -> None:
-    args = {"frames": frames, "seed": 0, "quick": quick}
+    args = {"frames": frames, "seed": 0, "quick": quick,
+            "code": source_fingerprint(*GENERATOR_SOURCES)}
     stamp = root / "demo_args.json"
     if stamp.exists() and json.loads(stamp.read_text()) == args:
-        print(f"reusing {root} (same generator arguments)")
+        print(f"reusing {root} (same generator arguments and code)")
         return
     shutil.rmtree(root, ignore_errors=True)
     counts = ["--train", "2"] if quick else []
@@ -122,11 +141,16 @@ def evaluate(ckpt: Path, data_root: Path, out_dir: Path) -> dict:
 def export(ckpt: Path, model_path: Path) -> Path:
     from depth_fusion_ros.metadata import ModelMetadataError, load_metadata, sha256_file
 
-    with contextlib.suppress(ModelMetadataError):
-        if load_metadata(model_path).source_checkpoint_sha256 == sha256_file(ckpt):
-            print(f"reusing {model_path} (exported from this checkpoint)")
+    stamp = model_path.parent / "export_stamp.json"
+    made_by = {"checkpoint_sha256": sha256_file(ckpt), "code": source_fingerprint(*EXPORT_SOURCES)}
+    with contextlib.suppress(ModelMetadataError, OSError, ValueError):
+        if (load_metadata(model_path).source_checkpoint_sha256 == made_by["checkpoint_sha256"]
+                and json.loads(stamp.read_text()) == made_by):
+            print(f"reusing {model_path} (exported from this checkpoint by this code)")
             return model_path
+    stamp.unlink(missing_ok=True)
     run([sys.executable, "-m", "training.export", "--checkpoint", str(ckpt), "--out", str(model_path)])
+    stamp.write_text(json.dumps(made_by))
     return model_path
 
 
