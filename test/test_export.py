@@ -149,3 +149,23 @@ def test_aoti_package_is_fp32_pt2_only(small_ckpt, tmp_path, capsys):
                             "--aoti"]) == 1
     assert "--aoti packages a .pt2" in capsys.readouterr().err
     assert list(tmp_path.iterdir()) == []
+
+
+def test_git_commit_says_when_the_code_is_not_a_commit(tmp_path):
+    import subprocess
+
+    def git(*args):
+        subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=tmp_path,
+                       check=True, capture_output=True)
+
+    assert export_mod.git_commit(tmp_path) == "unknown"  # not a checkout
+    git("init", "-q")
+    (tmp_path / "net.py").write_text("a = 1\n")
+    git("add", "net.py")
+    git("commit", "-q", "-m", "first")
+    head = export_mod.git_commit(tmp_path)
+    assert len(head) == 40 and int(head, 16) >= 0
+    (tmp_path / "scratch.txt").write_text("untracked files do not change the code")
+    assert export_mod.git_commit(tmp_path) == head
+    (tmp_path / "net.py").write_text("a = 2\n")
+    assert export_mod.git_commit(tmp_path) == head + "-dirty"

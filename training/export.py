@@ -76,12 +76,18 @@ class _DepthExportWrapper(torch.nn.Module):
         return depths + tuple(torch.exp(-out[f"uncertainty_{view}"]) for view in self.views)
 
 
-def git_commit() -> str:
-    """HEAD of the repository this file lives in, or "unknown" outside a git checkout."""
+def git_commit(folder: Path | None = None) -> str:
+    """HEAD of the repository holding `folder` (default: this file's), with "-dirty" appended
+    when tracked files differ from it (the model was made by code no commit holds), or
+    "unknown" outside a git checkout."""
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], cwd=folder or Path(__file__).parent,
+                              capture_output=True, text=True, timeout=10,
+                              check=True).stdout.strip()
+
     try:
-        result = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent,
-                                capture_output=True, text=True, timeout=10, check=True)
-        return result.stdout.strip()
+        head = git("rev-parse", "HEAD")
+        return head + "-dirty" if git("status", "--porcelain", "--untracked-files=no") else head
     except (OSError, subprocess.SubprocessError):
         return "unknown"
 
