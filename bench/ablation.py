@@ -95,6 +95,11 @@ ARMS: dict[str, tuple[list[str], str]] = {
                                       "loss.blanked_weight=0.5"],
                                      "fused_two_towers_dup30_sep with the copies' term "
                                      "weighted 0.5"),
+    "fused_two_towers_dup30_late": ([*TWO_TOWERS, "data.modality_dropout_p=0.3", DUPLICATE,
+                                     "data.modality_dropout_from_step=700"],
+                                    "fused_two_towers_dup30 with the blanked copies only after "
+                                    "step 700 of 1000 (late dropout): the fused mode trains as "
+                                    "without dropout first"),
     "fused_rgb_blanked": (rgb_dropout(1.0),
                           "control: the fusion network trained with the RGB input always "
                           "blanked (its thermal-alone score isolates the architecture's cost)"),

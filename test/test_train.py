@@ -163,6 +163,31 @@ def test_duplicate_dropout_trains_on_the_blanked_copies(tiny_config, tiny_data, 
         load_config(tiny_config, ["data.modality_dropout_mode=both"])
 
 
+def test_late_dropout_adds_the_copies_after_its_step(tiny_config, tiny_data, tmp_path,
+                                                    monkeypatch):
+    """data.modality_dropout_from_step: whole samples alone for that many steps, then the
+    blanked copies join; replace mode and negative steps are refused by name."""
+    sizes = []
+    real = train.add_blanked_copies
+
+    def spy(batch):
+        out = real(batch)
+        sizes.append(out["rgb"].shape[0])
+        return out
+
+    monkeypatch.setattr(train, "add_blanked_copies", spy)
+    assert _train(tiny_config, tiny_data, tmp_path / "late", "--max-steps", "4",
+                  "data.modality_dropout_p=1.0", "data.modality_dropout_of=[rgb]",
+                  "data.modality_dropout_mode=duplicate",
+                  "data.modality_dropout_from_step=2") == 0
+    assert sizes == [2, 2, 4, 4]
+    with pytest.raises(ConfigError, match="modality_dropout_from_step needs.*duplicate"):
+        load_config(tiny_config, ["data.modality_dropout_p=0.3",
+                                  "data.modality_dropout_from_step=10"])
+    with pytest.raises(ConfigError, match="modality_dropout_from_step must be >= 0"):
+        load_config(tiny_config, ["data.modality_dropout_from_step=-1"])
+
+
 def test_resume_is_exact(tiny_config, tiny_data, tmp_path):
     steps = ["--max-steps", "6", "schedule.ckpt_every=2"]
     assert _train(tiny_config, tiny_data, tmp_path / "straight", *steps) == 0

@@ -47,6 +47,9 @@ class DataConfig:
     # the batch, supervising only the surviving view: full-input training is left as it was,
     # for p x batch_size more samples per step on average.
     modality_dropout_mode: str = "replace"
+    # duplicate mode: the blanked copies join the batches only after this many optimiser steps
+    # (0 = from the start); before, the network trains on whole samples alone (late dropout).
+    modality_dropout_from_step: int = 0
     num_workers: int = 4
     # The DMCF paper's training protocol (train split only): e.g. [day, night] drops rainy
     # sequences (conditions from the test lists and <root>/conditions.txt), and frames slower
@@ -115,6 +118,11 @@ class TrainConfig:
         if self.data.modality_dropout_mode not in DROPOUT_MODES:
             raise ConfigError(f"data.modality_dropout_mode={self.data.modality_dropout_mode!r}: "
                               f"choose one of {DROPOUT_MODES}")
+        if self.data.modality_dropout_from_step < 0:
+            raise ConfigError("data.modality_dropout_from_step must be >= 0")
+        if self.data.modality_dropout_from_step and self.data.modality_dropout_mode != "duplicate":
+            raise ConfigError("data.modality_dropout_from_step needs data.modality_dropout_mode: "
+                              "duplicate (replace mode blanks inside the data loader's workers)")
         if self.data.min_speed_mps < 0:
             raise ConfigError("data.min_speed_mps must be >= 0")
         for key in ("val_every", "ckpt_every", "log_every"):

@@ -207,6 +207,8 @@ class Trainer:
     # ----------------------------------------------------------------------- steps
     def train_step(self, batch: dict) -> tuple[float, dict[str, float]]:
         """One optimiser step on a batch; raises NonFiniteLossError before touching weights."""
+        if self.step < self.cfg.data.modality_dropout_from_step:  # late dropout: not yet
+            batch = {k: v for k, v in batch.items() if not k.startswith("drop_")}
         batch = add_blanked_copies(batch)  # modality_dropout_mode duplicate (else unchanged)
         memory = torch.channels_last if self.channels_last else torch.contiguous_format
         thermal = batch["thermal"].to(self.device, non_blocking=True).contiguous(memory_format=memory)
