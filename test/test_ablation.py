@@ -102,8 +102,9 @@ def test_degraded_tables_compare_every_dropout_arm_with_its_base():
                                    "fused_rgb_blanked", "thermal_only"]) == {
         "fused": ["fused_dropout_rgb30"], "fused_two_towers": ["fused_two_towers_rgb30"]}
     # loss.blanked_weight only acts on dropout's copies: its arms share the no-dropout base.
-    assert ablation.dropout_bases(["fused_two_towers_dup30", "fused_two_towers_dup30_sep05"]) == {
-        "fused_two_towers": ["fused_two_towers_dup30", "fused_two_towers_dup30_sep05"]}
+    # ... as does late dropout (data.modality_dropout_from_step).
+    late = ["fused_two_towers_dup30", "fused_two_towers_dup30_sep05", "fused_two_towers_dup30_late"]
+    assert ablation.dropout_bases(late) == {"fused_two_towers": late}
     agg["fused_two_towers"] = {"test_day": {"metric": {"thermal": cell(0.08), "rgb": cell(0.16)}}}
     agg["fused_two_towers_rgb30"] = {"test_day": {"metric": {
         "thermal": cell(0.088), "rgb": cell(0.16), "thermal_alone": cell(0.09),
