@@ -49,7 +49,8 @@ def roll_2d(x: torch.Tensor, shift_h: int, shift_w: int) -> torch.Tensor:
 
 
 def window_token_index(h: int, w: int, window_h: int, window_w: int, shift_h: int = 0,
-                       shift_w: int = 0, device: torch.device | str = "cpu"):
+                       shift_w: int = 0,
+                       device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
     """Permutations that turn pad + roll + window partition (and back) into one gather each.
 
     The map is [B, h*w, C] row-major tokens, zero-padded at the bottom and right to multiples of
