@@ -12,10 +12,11 @@ input queue (sync.PairQueue). Pipelined, the first stage prepares an input while
 still busy; when the worker does not keep up, that input would wait up to a whole step there and
 then take another: latency of two steps, not one. So the second stage, on taking a prepared
 input, asks `newer_waiting()`: if a newer input is waiting (and the queue's policy is newest
-only), the prepared one is dropped (`on_dropped`, counted with the queue's drops) and the newer
-one prepared instead. Per input the runner reports one step time to the queue's keeping-up
-estimate: the sum of the stage times when sequential, the longest stage when pipelined (what
-bounds the rate), never less than the max_rate_hz period.
+only), the prepared one is dropped (counted in `dropped`, which the node adds to the queue's
+drops; `on_dropped` sees it) and the newer one prepared instead. Per input the runner reports
+one step time to the queue's keeping-up estimate: the sum of the stage times when sequential,
+the longest stage when pipelined (what bounds the rate), never less than the max_rate_hz
+period.
 """
 from __future__ import annotations
 
@@ -58,12 +59,9 @@ class Handoff:
             self._cond.notify_all()
             return True
 
-    def take(self, timeout_s: float) -> Any:
-        """The item, removed from the slot, or None if none came within timeout_s."""
-        return self.take_timed(timeout_s)[0]
-
     def take_timed(self, timeout_s: float) -> tuple[Any, float]:
-        """(item, monotonic time it was put), or (None, 0.0) if none came within timeout_s."""
+        """(item removed from the slot, monotonic time it was put), or (None, 0.0) if none came
+        within timeout_s."""
         with self._cond:
             if self._item is _EMPTY and not self._cond.wait_for(
                     lambda: self._item is not _EMPTY, timeout_s):

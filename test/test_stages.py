@@ -180,12 +180,12 @@ def test_stop_returns_while_a_stage_waits_for_room():
 
 def test_handoff_holds_one_item():
     slot, stop = Handoff(), threading.Event()
-    assert slot.take(0.01) is None
+    assert slot.take_timed(0.01) == (None, 0.0)
     assert slot.put("a", stop)
     stop.set()
     assert not slot.put("b", stop)  # full, and stopping: not placed
     assert not slot.wait_empty(stop)
-    assert slot.take(0.01) == "a" and slot.take(0.01) is None
+    assert slot.take_timed(0.01)[0] == "a" and slot.take_timed(0.01) == (None, 0.0)
 
 
 def test_runner_needs_a_stage():
