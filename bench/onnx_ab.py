@@ -51,7 +51,7 @@ def compare(paths: list[Path], runs: int, threads: int | None) -> tuple[str, flo
                for kind in outputs[0] for view in outputs[0][kind])
     times: list[list[float]] = [[], []]
     for b in backends:
-        times_ms(lambda b=b: b.infer(thermal, rgb), 0, warmup=3)
+        b.warmup(3)
     for _ in range(runs):  # alternate: A, B, A, B, ...
         for i, b in enumerate(backends):
             times[i] += times_ms(lambda b=b: b.infer(thermal, rgb), 1)
