@@ -113,3 +113,25 @@ def test_export_is_redone_when_the_exporting_code_changed(tmp_path, capsys):
     assert "reusing" not in out and "training.export" in out
     assert model.stat().st_mtime_ns != before
     assert json.loads((model.parent / "export_stamp.json").read_text())["code"] != "0" * 64
+
+
+def test_demo_model_data_is_remade_when_the_generator_changed(tmp_path, monkeypatch):
+    import json
+
+    from training import demo_model
+
+    calls = []
+    monkeypatch.setattr(demo_model.subprocess, "run", lambda cmd, **kw: calls.append(cmd))
+    root = tmp_path / "data"
+    root.mkdir()
+    args = ["--frames", "2", "--seed", "0"]
+    demo_model.generate(root, args)
+    assert len(calls) == 1 and calls[0][-5:] == ["--overwrite", *args]
+    demo_model.generate(root, args)
+    assert len(calls) == 1  # same arguments, same generator code: reused
+    stamp = json.loads((root / "generator_args.json").read_text())
+    (root / "generator_args.json").write_text(json.dumps({**stamp, "code": "0" * 64}))
+    demo_model.generate(root, args)
+    assert len(calls) == 2  # made by other generator code: made again
+    demo_model.generate(root, ["--frames", "3", "--seed", "0"])
+    assert len(calls) == 3

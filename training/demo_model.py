@@ -36,16 +36,20 @@ DEMO_DATA_ARGS = ["--frames", "40", "--seed", "0"]  # what `make demo` generates
 
 
 def generate(root: Path, args: list[str]) -> Path:
-    """Generate a synthetic data set once (reused when the same arguments made it)."""
+    """Generate a synthetic data set once (reused when the same arguments and generator code
+    made it, as `make demo`'s data)."""
+    from training.demo import GENERATOR_SOURCES, source_fingerprint
+
     stamp = root / "generator_args.json"
-    if stamp.exists() and json.loads(stamp.read_text()) == args:
-        print(f"reusing {root} (same generator arguments)")
+    made_by = {"args": args, "code": source_fingerprint(*GENERATOR_SOURCES)}
+    if stamp.exists() and json.loads(stamp.read_text()) == made_by:
+        print(f"reusing {root} (same generator arguments and code)")
         return root
     cmd = [sys.executable, "-m", "training.synthetic", "--out", str(root), "--workers", "2",
            "--overwrite", *args]
     print("$ " + " ".join(cmd), flush=True)
     subprocess.run(cmd, cwd=REPO_ROOT, check=True)
-    stamp.write_text(json.dumps(args))
+    stamp.write_text(json.dumps(made_by))
     return root
 
 
