@@ -3,7 +3,9 @@
     .venv/bin/python bench/model_forward.py [--variants tiny swin_t ...] [--runs 3] [--threads N]
 
 Prints one Markdown row per variant: parameters (total / encoder) and, for the variants named
-in --time (default swin_t), the median no-grad forward time at 1x256x640 on this CPU.
+in --time (default swin_t), the median no-grad forward time at 1x256x640 on this CPU and the
+number of ATen operator calls one forward dispatches (after autograd; each is at least one
+kernel launch on a GPU, so eager GPU runs of small inputs are bound by this count).
 """
 from __future__ import annotations
 
@@ -14,6 +16,7 @@ import time
 from pathlib import Path
 
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `training` is a source tree
 
@@ -34,6 +37,26 @@ def time_forward(model: torch.nn.Module, height: int, width: int, runs: int) -> 
     return times
 
 
+class _OpCounter(TorchDispatchMode):
+    """Counts the ATen operators dispatched while active."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.calls += 1
+        return func(*args, **(kwargs or {}))
+
+
+def count_ops(model: torch.nn.Module, height: int, width: int) -> int:
+    """ATen operator calls of one no-grad forward of a 1-image batch."""
+    thermal, rgb = torch.randn(1, 1, height, width), torch.randn(1, 3, height, width)
+    with torch.inference_mode(), _OpCounter() as counter:
+        model(thermal, rgb)
+    return counter.calls
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--variants", nargs="+", default=list(SWIN_SPECS), choices=list(SWIN_SPECS))
@@ -47,19 +70,20 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     print(f"torch {torch.__version__}, {args.threads} CPU thread(s), input 1x{args.height}x"
           f"{args.width}, fusion (both views)\n")
-    print("| variant | params | encoder params | CPU forward median (ms) |")
-    print("|---|---:|---:|---:|")
+    print("| variant | params | encoder params | CPU forward median (ms) | ATen ops / forward |")
+    print("|---|---:|---:|---:|---:|")
     for variant in args.variants:
         cfg = ModelConfig(variant=variant, height=args.height, width=args.width)
         model = build_model(cfg).eval()
         total = sum(p.numel() for p in model.parameters())
         enc = sum(p.numel() for e in {id(e): e for e in model.encoders().values()}.values()
                   for p in e.parameters())
-        ms = "-"
+        ms = ops = "-"
         if variant in args.time:
             times = time_forward(model, args.height, args.width, args.runs)
             ms = f"{statistics.median(times) * 1e3:.0f} (n={len(times)})"
-        print(f"| {variant} | {total:,} | {enc:,} | {ms} |", flush=True)
+            ops = f"{count_ops(model, args.height, args.width):,}"
+        print(f"| {variant} | {total:,} | {enc:,} | {ms} | {ops} |", flush=True)
         del model
     return 0
 

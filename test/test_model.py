@@ -15,6 +15,7 @@ from training.model import (
 from training.model.attention import (
     generate_shift_window_attn_mask,
     shift_mask_for,
+    split_window_index,
     window_attention,
     window_attention_weights,
     window_token_index,
@@ -375,6 +376,35 @@ def test_window_attention_equals_gmflow_roll_split_merge():
     out = roll_2d(merge_splits(out.view(b * k * k, h // k, w // k, c), k), sh, sw)
     torch.testing.assert_close(window_attention(q, kk, v, k, True, h, w, mask),
                                out.reshape(b, h * w, c), rtol=1e-6, atol=1e-6)
+
+
+def test_dmcf_builds_window_index_once_per_scale_and_shift(monkeypatch):
+    """DMCF hands one split_window_index per (scale, shift) to all its attention layers; the
+    numbers equal those of layers that build their own."""
+    import training.model.dmcf as dmcf_module
+
+    torch.manual_seed(0)
+    model = _tiny(shared_dmcf=False).eval()  # two blocks per scale, two layer copies each
+    thermal, rgb = torch.randn(1, 1, 64, 128), torch.randn(1, 3, 64, 128)
+    with torch.no_grad():
+        shared = model(thermal, rgb)
+    calls = []
+
+    def counted(h, w, k, shift, device):
+        calls.append((h, w, k, shift))
+        return split_window_index(h, w, k, shift, device)
+
+    monkeypatch.setattr(dmcf_module, "split_window_index", counted)
+    with torch.no_grad():
+        model(thermal, rgb)
+    scales = [m for m in model.modules() if isinstance(m, dmcf_module.DMCF) and len(m.blocks)]
+    expected = sum(2 if m.num_splits > 1 else 1 for m in scales)
+    assert len(calls) == len(set(calls)) == expected > 0
+    monkeypatch.setattr(dmcf_module, "split_window_index", lambda *a: None)  # layers build it
+    with torch.no_grad():
+        alone = model(thermal, rgb)
+    for key in shared:
+        torch.testing.assert_close(alone[key], shared[key], rtol=0, atol=0)
 
 
 def test_swin_block_equals_official_formulation():

@@ -1,4 +1,5 @@
-"""bench/onnx_ab.py compares two ONNX files of one network through the node's backend; its
+"""bench/onnx_ab.py compares two ONNX (or two .pt2) files of one network through the node's
+backend; its
 latencies are benchmarks (bench/RESULTS.md), only the table's layout and parity are asserted."""
 from __future__ import annotations
 
@@ -50,3 +51,23 @@ def test_missing_file_is_named(tiny_onnx_model, tmp_path):
     proc = _run(str(tiny_onnx_model), str(tmp_path / "absent.onnx"))
     assert proc.returncode == 2 and f"no such model file: {tmp_path / 'absent.onnx'}" \
         in proc.stderr
+
+
+def test_two_pt2_programs_run_through_the_torch_backend(tmp_path):
+    from model_fixtures import make_tiny_pt2
+
+    model = make_tiny_pt2(tmp_path / "a")
+    copy = _copy(model, tmp_path / "b")
+    proc = _run(str(model), str(copy), "--runs", "1", "--threads", "1")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert proc.stdout.startswith("| file | graph nodes | median ms | p10 ms |")
+    counts = re.findall(r"^\| [AB]: .+? \| (\d+) \|", proc.stdout, re.MULTILINE)
+    assert len(counts) == 2 and counts[0] == counts[1] and int(counts[0]) > 100
+    assert "largest output difference: 0 " in proc.stdout
+
+
+def test_formats_are_not_mixed(tiny_onnx_model, tmp_path):
+    other = tmp_path / "model.pt2"
+    other.write_bytes(b"not read")
+    proc = _run(str(tiny_onnx_model), str(other), "--runs", "1")
+    assert proc.returncode != 0 and "compare two .onnx or two .pt2 files" in proc.stderr

@@ -93,7 +93,8 @@ def git_commit(folder: Path | None = None) -> str:
 
 
 def check_onnx_graph(path: Path) -> dict:
-    """onnx.checker plus the op whitelist; returns {"opset": n, "ops": sorted op types}.
+    """onnx.checker plus the op whitelist; returns {"opset": n, "ops": sorted op types,
+    "graph_nodes": number of nodes}.
 
     Raises:
         ExportError naming the custom-domain or control-flow/sequence ops found.
@@ -110,7 +111,8 @@ def check_onnx_graph(path: Path) -> dict:
                           f"sequence {forbidden}, functions {len(model.functions)}); TensorRT's "
                           "ONNX parser would reject or fall back on them")
     opset = next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))
-    return {"opset": int(opset), "ops": sorted(op for _, op in ops)}
+    return {"opset": int(opset), "ops": sorted(op for _, op in ops),
+            "graph_nodes": len(model.graph.node)}
 
 
 def _export_onnx(wrapper, args, tmp: Path, names_in, names_out, opset: int) -> None:
@@ -253,10 +255,14 @@ def _write_and_check(fmt, wrapper, tensors, feeds, torch_out, tmp: Path, names_o
         return extra, onnx_parity(tmp, torch_out, feeds, names_out), "onnxruntime CPU"
     if aoti:
         return _save_aoti(wrapper, tensors, tmp), None, "not checked (AOTInductor package)"
+    # The eager forward that made torch_out filled training.model.memo, so the size-only
+    # tensors (window permutations, shift masks, position embeddings) enter the program as
+    # constants instead of operators the torch backend would run at every forward.
     with torch.no_grad():
         program = torch.export.export(wrapper, tensors, strict=False)
     torch.export.save(program, str(tmp))
-    return {}, pt2_parity(program, torch_out, tensors), "torch.export"
+    nodes = sum(node.op == "call_function" for node in program.graph.nodes)
+    return {"graph_nodes": nodes}, pt2_parity(program, torch_out, tensors), "torch.export"
 
 
 def export_checkpoint(ckpt_path, out_path, fmt: str = "onnx", views=None, height=None,

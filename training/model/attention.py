@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import torch
 
+from .memo import size_constant
+
 # Added to the scores of query/key pairs from different shifted regions. Large enough that the
 # softmax weight is exactly 0 in float32, small enough to stay finite in float16 (max 65504).
 MASK_VALUE = -1.0e4
@@ -48,6 +50,7 @@ def roll_2d(x: torch.Tensor, shift_h: int, shift_w: int) -> torch.Tensor:
     return x
 
 
+@size_constant
 def window_token_index(h: int, w: int, window_h: int, window_w: int, shift_h: int = 0,
                        shift_w: int = 0,
                        device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
@@ -89,6 +92,7 @@ def _region_ids(size: int, window: int, shift: int, device: torch.device) -> tor
     return (idx >= size - window).long() + (idx >= size - shift).long()  # [size]
 
 
+@size_constant
 def generate_shift_window_attn_mask(
     h: int, w: int, window_h: int, window_w: int, shift_h: int, shift_w: int,
     device: torch.device | str = "cpu",
@@ -115,9 +119,14 @@ def generate_shift_window_attn_mask(
     return different.float() * MASK_VALUE
 
 
-def _split_index(h: int, w: int, num_splits: int, with_shift: bool,
-                 device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    """`window_token_index` for K x K splits of an h x w map, shifted by half a window or not."""
+def split_window_index(h: int, w: int, num_splits: int, with_shift: bool,
+                       device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
+    """`window_token_index` for K x K splits of an h x w map, shifted by half a window or not.
+
+    Depends on sizes only: a caller running several window attentions on one map builds it once
+    and passes it as their `index` (DMCF does, per scale), instead of each layer rebuilding it
+    (about a dozen small tensor operations each: CPU time in eager mode, kernel launches on a
+    GPU; an exported graph folds it to a constant either way)."""
     wh, ww = h // num_splits, w // num_splits
     shift_h, shift_w = (wh // 2, ww // 2) if with_shift else (0, 0)
     return window_token_index(h, w, wh, ww, shift_h, shift_w, device)
@@ -132,14 +141,16 @@ def _to_windows(x: torch.Tensor, gather: torch.Tensor, windows: int) -> torch.Te
 def window_attention_weights(
     q: torch.Tensor, k: torch.Tensor, num_splits: int, with_shift: bool, h: int, w: int,
     attn_mask: torch.Tensor | None = None,
+    index: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> torch.Tensor:
     """Softmax weights of single-head K x K window attention.
 
     q, k: [B, H*W, C] tokens in row-major order. Returns [B*K*K, N, N] with N = (H/K)*(W/K),
     windows in `split_feature` order; with_shift rolls the map by half a window first and
-    applies `attn_mask` ([K*K, N, N], from `generate_shift_window_attn_mask`).
+    applies `attn_mask` ([K*K, N, N], from `generate_shift_window_attn_mask`). index: this
+    map's `split_window_index` (made here when not given).
     """
-    gather, _ = _split_index(h, w, num_splits, with_shift, q.device)
+    gather, _ = index or split_window_index(h, w, num_splits, with_shift, q.device)
     return _weights(q, k, gather, num_splits, with_shift, attn_mask)
 
 
@@ -161,15 +172,17 @@ def _weights(q: torch.Tensor, k: torch.Tensor, gather: torch.Tensor, num_splits:
 def window_attention(
     q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, num_splits: int, with_shift: bool,
     h: int, w: int, attn_mask: torch.Tensor | None = None,
+    index: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> torch.Tensor:
     """Single-head attention inside K x K windows (GMFlow's `single_head_split_window_attention`).
 
     q, k, v: [B, H*W, C]; H and W must be divisible by num_splits. Returns [B, H*W, C].
     GMFlow's roll / split / merge / roll back are done as two token permutations
     (`window_token_index`): the same numbers, fewer and cheaper exported operations.
+    index: `split_window_index(h, w, num_splits, with_shift)`, made here when not given.
     """
     b, _, c = q.shape
-    gather, scatter = _split_index(h, w, num_splits, with_shift, q.device)
+    gather, scatter = index or split_window_index(h, w, num_splits, with_shift, q.device)
     attn = _weights(q, k, gather, num_splits, with_shift, attn_mask)  # [B*K*K, N, N]
     out = torch.matmul(attn, _to_windows(v, gather, num_splits * num_splits))  # [B*K*K, N, C]
     return out.view(b, h * w, c).index_select(1, scatter)  # [B, H*W, C]

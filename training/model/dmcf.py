@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from .alignment import ViewAlignment
-from .attention import shift_mask_for, window_attention
+from .attention import shift_mask_for, split_window_index, window_attention
 from .position import sine_position_embedding
 
 
@@ -98,11 +98,14 @@ class AttentionLayer(nn.Module):
         self.image_gate = nn.Linear(2 * dim, dim) if image_gated else None
 
     def forward(self, source: torch.Tensor, target: torch.Tensor, h: int, w: int,
-                num_splits: int, with_shift: bool, attn_mask: torch.Tensor | None):
-        """source (queries), target (keys/values): [N, h*w, C] -> [N, h*w, C]."""
+                num_splits: int, with_shift: bool, attn_mask: torch.Tensor | None,
+                windows: dict | None = None):
+        """source (queries), target (keys/values): [N, h*w, C] -> [N, h*w, C]. windows: the
+        map's `split_window_index` per with_shift (DMCF builds them once per scale)."""
         q, k, v = self.q_proj(source), self.k_proj(target), self.v_proj(target)
+        index = windows.get(with_shift) if windows else None
         message = self.norm1(self.merge(
-            window_attention(q, k, v, num_splits, with_shift, h, w, attn_mask)))
+            window_attention(q, k, v, num_splits, with_shift, h, w, attn_mask, index)))
         if self.mlp is not None:
             message = self.norm2(self.mlp(torch.cat([source, message], dim=-1)))
         if self.gate is not None:
@@ -175,8 +178,8 @@ class CrossRelationBlock(nn.Module):
     def _pair(self, self_attn: nn.Module, cross_attn: nn.Module, x: torch.Tensor,
               h: int, w: int, num_splits: int, with_shift: bool,
               attn_mask: torch.Tensor | None,
-              align: Callable[[torch.Tensor], torch.Tensor] | None):
-        x = self_attn(x, x, h, w, num_splits, with_shift, attn_mask)
+              align: Callable[[torch.Tensor], torch.Tensor] | None, windows: dict | None):
+        x = self_attn(x, x, h, w, num_splits, with_shift, attn_mask, windows)
         # Unlike GMFlow (which attends to the other view *before* its self-attention), the keys
         # here are the other modality's self-attended tokens: same cost, fresher reference.
         other = swap_halves(x)
@@ -184,18 +187,20 @@ class CrossRelationBlock(nn.Module):
             other = align(other)
         if self.detach_other:  # each view's loss trains only its own modality's tokens
             other = other.detach()
-        return cross_attn(x, other, h, w, num_splits, with_shift, attn_mask)
+        return cross_attn(x, other, h, w, num_splits, with_shift, attn_mask, windows)
 
     def forward(self, x: torch.Tensor, h: int, w: int, num_splits: int, with_shift: bool,
                 attn_mask: torch.Tensor | None,
-                align: Callable[[torch.Tensor], torch.Tensor] | None = None) -> torch.Tensor:
+                align: Callable[[torch.Tensor], torch.Tensor] | None = None,
+                windows: dict | None = None) -> torch.Tensor:
         """x: [2B, h*w, C] ordered [thermal; rgb] -> [2B, h*w, C]; align (`ViewAlignment.at`)
-        moves the other modality's tokens onto this one's rays before the cross-attention."""
+        moves the other modality's tokens onto this one's rays before the cross-attention;
+        windows: with_shift -> `split_window_index` of this map (built by the layers if None)."""
         x = self._pair(self.self_attn, self.cross_attn_ffn, x, h, w, num_splits, with_shift,
-                       attn_mask, align)
+                       attn_mask, align, windows)
         if self.shifted_pair:
             x = self._pair(self.self_attn_shifted, self.cross_attn_ffn_shifted, x, h, w,
-                           num_splits, num_splits > 1, attn_mask, align)
+                           num_splits, num_splits > 1, attn_mask, align, windows)
         return x
 
 
@@ -269,9 +274,12 @@ class DMCF(nn.Module):
         k = self.num_splits
         mask = shift_mask_for(h, w, k, x.device).to(x.dtype) if k > 1 else None
         align = self.align.at(h, w, x.dtype) if self.align is not None else None
+        # The window permutations of this map, once for all attention layers of the scale.
+        windows = {shift: split_window_index(h, w, k, shift, x.device)
+                   for shift in ((False, True) if k > 1 else (False,))}
         for i, block in enumerate(self.blocks):
             # GMFlow: every second block shifts by half a window (only meaningful with splits);
             # with shifted pairs each block shifts its own second pair.
             shift = k > 1 and i % 2 == 1 and not self.shifted_pairs
-            x = block(x, h, w, k, with_shift=shift, attn_mask=mask, align=align)
+            x = block(x, h, w, k, with_shift=shift, attn_mask=mask, align=align, windows=windows)
         return x.transpose(1, 2).reshape(n, c, h, w)  # [2B, C/2, h, w]

@@ -5,7 +5,10 @@ import math
 
 import torch
 
+from .memo import size_constant
 
+
+@size_constant
 def sine_position_embedding(
     channels: int, h: int, w: int, device: torch.device | str = "cpu",
     dtype: torch.dtype = torch.float32, temperature: float = 10000.0,
