@@ -17,6 +17,9 @@ from pathlib import Path
 
 from common import record
 
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))  # `training` and `depth_fusion_ros` from any working directory
+
 
 def _time_cuda(fn, runs: int, warmup: int = 5) -> float:
     """Median latency in ms of a CUDA callable, synchronised per call."""
@@ -167,9 +170,10 @@ def _tensorrt_row(model, variant: str, workdir: Path, args) -> list[str]:
     ckpt = workdir / f"{variant}.ckpt.pt"
     torch.save({"model": model.state_dict(), "config": {"model": {"variant": variant}}, "step": 0}, ckpt)
     onnx_path, engine_path = workdir / f"{variant}.onnx", workdir / f"{variant}.engine"
-    subprocess.run([sys.executable, "-m", "training.export", "--checkpoint", str(ckpt), "--out", str(onnx_path)], check=True)
+    subprocess.run([sys.executable, "-m", "training.export", "--checkpoint", str(ckpt), "--out", str(onnx_path)], check=True,
+                   cwd=REPO)
     subprocess.run([sys.executable, "-m", "training.build_engine", "--onnx", str(onnx_path), "--out",
-                    str(engine_path), "--precision", "fp16"], check=True)
+                    str(engine_path), "--precision", "fp16"], check=True, cwd=REPO)
     from depth_fusion_ros.backends import create_backend
 
     backend = create_backend(str(engine_path), backend="tensorrt", device="cuda")

@@ -305,3 +305,7 @@ def test_engine_io_is_checked_in_both_directions(tiny_onnx_model):
     assert "sidecar output 'depth_thermal' is an engine input" in message
     assert "engine m.engine does not match its sidecar" in message
     assert "python -m training.build_engine --onnx m.onnx --out m.engine" in message
+    with pytest.raises(ValueError) as err:  # an engine-cache entry says what to do instead
+        check_engine_io(wrong, md, "cache/fp16-x.engine", "it is an engine-cache entry: delete it")
+    assert str(err.value).endswith("; it is an engine-cache entry: delete it")
+    assert "training.build_engine" not in str(err.value)

@@ -10,22 +10,27 @@ from __future__ import annotations
 import importlib.util
 import json
 import logging
+import os
 from pathlib import Path
 
 import numpy as np
 import onnx
 import pytest
+from model_fixtures import tensorrt_10_available
 
 from depth_fusion_ros.backends import accuracy, create_backend
 from depth_fusion_ros.backends.accuracy import (
     ACCURACY_LIMITS,
+    CONFIDENCE_LIMITS,
     AccuracyLimits,
     compare_depths,
+    compare_outputs,
     sample_inputs,
 )
 from depth_fusion_ros.backends.tensorrt_build import (
     EngineAccuracyError,
     build_engine,
+    check_build_prerequisites,
     check_request,
     engine_metadata,
     explain_build_failure,
@@ -34,7 +39,9 @@ from depth_fusion_ros.backends.tensorrt_build import (
 from depth_fusion_ros.backends.tensorrt_calibration import (
     CALIB_HEADER,
     calibration_batches,
+    calibration_identity,
     pack_calibration_cache,
+    pick_frames,
     unpack_calibration_cache,
 )
 from depth_fusion_ros.metadata import (
@@ -49,6 +56,7 @@ from training import build_engine as cli
 from training import export as export_mod
 
 HAS_TENSORRT = importlib.util.find_spec("tensorrt") is not None
+TENSORRT_10 = tensorrt_10_available()
 
 
 def _cuda_count() -> int:
@@ -57,7 +65,7 @@ def _cuda_count() -> int:
     return torch.cuda.device_count() if torch.cuda.is_available() else 0
 
 
-needs_trt = pytest.mark.skipif(not (HAS_TENSORRT and _cuda_count() > 0),
+needs_trt = pytest.mark.skipif(not (TENSORRT_10 and _cuda_count() > 0),
                                reason="needs the tensorrt package (TensorRT 10) and a CUDA GPU")
 
 
@@ -106,7 +114,8 @@ def test_compare_depths_fails_above_the_fp32_limits_and_on_non_finite_depth():
     report = compare_depths([(reference, candidate)], "fp32", label="m.engine")
     assert not report.passed
     assert "m.engine (fp32) vs ONNX Runtime fp32 on 1 input(s)" in report.message
-    assert "FAILED, max |diff| 0.5 m > 0.001 m; mean |diff| 0.0156 m > 0.0001 m" in report.message
+    assert ("FAILED, depth max |diff| 0.5 m > 0.001 m; depth mean |diff| 0.0156 m > 0.0001 m"
+            in report.message)
     candidate = _maps(10.0, 20.0)
     candidate["rgb"][3, 3] = np.nan
     pairs = [(_maps(10.0, 20.0), _maps(10.0, 20.0)), (_maps(10.0, 20.0), candidate)]
@@ -128,6 +137,36 @@ def test_compare_depths_rejects_caller_errors():
                        "fp32")
     custom = compare_depths([(_maps(1, 1), _maps(1.2, 1))], "fp16", AccuracyLimits(0.1, 0.01))
     assert not custom.passed and custom.limits == AccuracyLimits(0.1, 0.01)
+
+
+def _outputs(depth: float, confidence: float | None) -> dict:
+    """Backend.infer_outputs' layout: depth and (with the head) confidence maps per view."""
+    return {"depth": _maps(depth, depth),
+            "confidence": {} if confidence is None else _maps(confidence, confidence)}
+
+
+def test_compare_outputs_checks_confidence_when_the_model_has_it():
+    plain = compare_outputs([(_outputs(10.0, None), _outputs(10.0, None))], "fp32")
+    assert plain.passed and plain.confidence is None and "confidence" not in plain.message
+    candidate = _outputs(10.0, 0.9)
+    candidate["confidence"]["rgb"][0, 0] = 0.95  # 0.05 off: above fp16's 0.02
+    report = compare_outputs([(_outputs(10.0, 0.9), candidate)], "fp16", label="m.engine")
+    assert not report.passed and report.max_abs_diff_m == 0.0  # the depth itself matches
+    assert report.confidence["max_abs_diff_m"] == pytest.approx(0.05, rel=1e-5)
+    assert report.confidence["limits"] == {"max_abs_m": 0.02, "mean_abs_m": 0.002}
+    assert "confidence max |diff| 0.05 > 0.02" in report.message
+    assert "m.engine (fp16) vs ONNX Runtime fp32 on 1 input(s): depth max |diff| 0 m" \
+        in report.message
+    json.dumps(report.to_dict())  # the sidecar stores both
+    assert compare_outputs([(_outputs(10.0, 0.9), _outputs(10.0, 0.9))], "int8").passed
+    with pytest.raises(ValueError, match="views"):  # the engine lost a confidence output
+        compare_outputs([(_outputs(10.0, 0.9), _outputs(10.0, None))], "fp32")
+
+
+def test_confidence_limits_are_ordered():
+    order = [CONFIDENCE_LIMITS[p] for p in ("fp32", "fp16", "int8")]
+    assert all(a.max_abs_m < b.max_abs_m and a.mean_abs_m < b.mean_abs_m
+               for a, b in zip(order, order[1:], strict=False))
 
 
 def test_accuracy_limits_are_ordered_and_shared_with_the_export():
@@ -157,6 +196,25 @@ def test_check_request_names_the_problem(tiny_onnx_model, tmp_path):
         check_request(source, tmp_path / "m.engine", "fp16", workspace_gb=0)
 
 
+def test_build_prerequisites_are_checked_before_building(tmp_path, monkeypatch):
+    from depth_fusion_ros.backends import tensorrt_build
+
+    check_build_prerequisites(tmp_path / "m.engine")  # onnxruntime here, folder writable
+    with pytest.raises(ValueError, match=f"folder {tmp_path / 'absent'} does not exist"):
+        check_build_prerequisites(tmp_path / "absent" / "m.engine")
+    locked = tmp_path / "locked"
+    locked.mkdir(mode=0o500)
+    if not os.access(locked, os.W_OK):  # root may write anyway
+        with pytest.raises(ValueError, match=f"folder {locked} is not writable"):
+            check_build_prerequisites(locked / "m.engine")
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(tensorrt_build.importlib.util, "find_spec",
+                        lambda name, *a: None if name == "onnxruntime" else real_find_spec(name))
+    with pytest.raises(ImportError, match="'onnxruntime' is not importable: every engine is "
+                                          "checked against ONNX Runtime fp32"):
+        check_build_prerequisites(tmp_path / "m.engine")
+
+
 def test_plan_engine_sidecar_round_trips(tiny_onnx_model, tmp_path):
     """The sidecar the builder writes for a `.plan` is one the runtime accepts (bytes stand in
     for the engine: only the metadata path is under test; running engines is GPU-only)."""
@@ -182,6 +240,13 @@ def test_build_failure_messages_name_the_cause():
     assert "ran out of memory" in oom and "--workspace-gb (now 8)" in oom and "could not be" in oom
     impl = explain_build_failure("m.onnx", ["Could not find any implementation for node /x"], 1.0)
     assert "no TensorRT implementation" in impl
+    assert "raise --workspace-gb, try --precision fp32" in impl
+    node = explain_build_failure("m.onnx", ["out of memory"], 4.0,
+                                 "parameter engine_workspace_gb")  # the node's words
+    assert "lower parameter engine_workspace_gb (now 4)" in node
+    node = explain_build_failure("m.onnx", ["Could not find any implementation"], 4.0,
+                                 "parameter engine_workspace_gb")
+    assert "raise parameter engine_workspace_gb, try parameter precision fp32" in node
     calib = explain_build_failure("m.onnx", ["Calibration failure occurred with no scaling"], 1.0)
     assert "int8 calibration failed" in calib
     silent = explain_build_failure("m.onnx", [], None)
@@ -197,22 +262,45 @@ def test_only_layernorm_and_softmax_are_kept_fp32():
 
 # ---- int8 calibration data and cache ----------------------------------------------------------
 
-def test_calibration_cache_is_keyed_by_the_onnx_sha256(tmp_path, caplog):
+def test_calibration_cache_is_keyed_by_the_onnx_and_the_frames(tmp_path, caplog):
     path = tmp_path / "m.engine.calib"
     blob = b"TRT-10030-EntropyCalibration2\nthermal: 3c010a14\n"
-    packed = pack_calibration_cache("a" * 64, blob)
-    assert packed.startswith(CALIB_HEADER + b"a" * 64 + b"\n")
+    identity = calibration_identity("a" * 64, tmp_path / "ms2", "train", 200)
+    assert identity == {"onnx_sha256": "a" * 64, "data": str((tmp_path / "ms2").resolve()),
+                        "split": "train", "frames": 200}
+    packed = pack_calibration_cache(identity, blob)
+    assert packed.startswith(CALIB_HEADER) and packed.endswith(b"\n" + blob)
     with caplog.at_level(logging.INFO):
-        assert unpack_calibration_cache(packed, "a" * 64, path) == blob
+        assert unpack_calibration_cache(packed, dict(identity), path) == blob
     assert "reusing calibration cache" in caplog.text
     caplog.clear()
     with caplog.at_level(logging.WARNING):
-        assert unpack_calibration_cache(packed, "b" * 64, path) is None
-        assert "made for another model (ONNX sha256 aaaaaaaaaaaa..." in caplog.text
-        assert unpack_calibration_cache(blob, "a" * 64, path) is None  # pre-header cache
-        assert "has no ONNX sha256 header" in caplog.text
-        assert unpack_calibration_cache(pack_calibration_cache("a" * 64, b""), "a" * 64,
+        assert unpack_calibration_cache(packed, {**identity, "onnx_sha256": "b" * 64},
                                         path) is None
+        assert f"onnx_sha256 '{'a' * 64}' (now '{'b' * 64}')" in caplog.text
+        caplog.clear()
+        # the advice after a failed int8 check: other frames must recalibrate, not reuse
+        assert unpack_calibration_cache(packed, {**identity, "frames": 400}, path) is None
+        assert "made from other inputs: frames 200 (now 400)" in caplog.text
+        assert unpack_calibration_cache(packed, {**identity, "split": "val"}, path) is None
+        assert unpack_calibration_cache(blob, identity, path) is None  # pre-header cache
+        assert "has no depth_fusion int8 calibration cache v2 header" in caplog.text
+        v1 = b"depth_fusion int8 calibration cache v1; onnx_sha256=" + b"a" * 64 + b"\n" + blob
+        assert unpack_calibration_cache(v1, identity, path) is None
+        assert unpack_calibration_cache(pack_calibration_cache(identity, b""), identity,
+                                        path) is None
+
+
+def test_accuracy_frames_are_never_calibration_frames():
+    assert pick_frames(4, 2) == [0, 2] and pick_frames(4, 2, phase=0.5) == [1, 3]
+    for total, calib, check in ((1000, 200, 8), (150, 200, 8), (6, 4, 2), (300, 200, 8)):
+        calibration = pick_frames(total, calib)
+        accuracy = pick_frames(total, check, 0.5, exclude=calibration)
+        assert not set(accuracy) & set(calibration)
+        assert len(accuracy) == min(check, total - len(calibration))
+    assert pick_frames(1000, 8, 0.5, pick_frames(1000, 200)) == [
+        63, 188, 313, 438, 563, 688, 813, 938]  # spread over the whole split
+    assert pick_frames(3, 5, exclude=[0, 1, 2]) == []
 
 
 def test_calibration_and_accuracy_frames_use_shared_preprocessing(tmp_path):
@@ -267,6 +355,10 @@ def test_cli_accepts_plan_and_says_what_to_install(tiny_onnx_model, tmp_path, ca
     assert cli.main(["--onnx", str(tiny_onnx_model), "--out", str(tmp_path / "m.engine"),
                      "--precision", "int8"]) == 2
     assert "int8 needs calibration data" in capsys.readouterr().err
+    assert cli.main(["--onnx", str(tiny_onnx_model), "--out",
+                     str(tmp_path / "no_such_folder" / "m.engine")]) == 2  # before the import
+    assert "folder " + str(tmp_path / "no_such_folder") + " does not exist" \
+        in capsys.readouterr().err
     assert list(tmp_path.iterdir()) == []
     with pytest.raises(ImportError, match="TensorRT 10"):
         build_engine(tiny_onnx_model, tmp_path / "lib.plan", precision="fp32")
@@ -329,7 +421,7 @@ def test_engine_above_the_accuracy_limit_is_not_written(tiny_onnx_model, tmp_pat
     assert timing.stat().st_size > 0  # the tactic timings are kept for the next try
 
 
-@pytest.mark.skipif(not (HAS_TENSORRT and _cuda_count() > 1),
+@pytest.mark.skipif(not (TENSORRT_10 and _cuda_count() > 1),
                     reason="needs TensorRT 10 and at least two CUDA GPUs")
 def test_engine_is_built_on_the_requested_gpu(tiny_onnx_model, tmp_path):
     import torch
@@ -364,4 +456,5 @@ def test_int8_calibration_cache_names_the_onnx(tiny_onnx_model, tmp_path):
     assert checked["n_inputs"] == 3  # the sample input + 2 real frames
     sha = load_metadata(tiny_onnx_model).model_sha256
     cache = tmp_path / "tiny_int8.engine.calib"
-    assert cache.read_bytes().startswith(CALIB_HEADER + sha.encode() + b"\n")
+    header = json.loads(cache.read_bytes().split(b"\n", 1)[0][len(CALIB_HEADER):])
+    assert header == calibration_identity(sha, root, "train", 4)

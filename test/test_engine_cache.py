@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 import pytest
+from model_fixtures import tensorrt_10_available
 
 from depth_fusion_ros.backends import create_backend
 from depth_fusion_ros.backends.engine_cache import (
@@ -27,6 +28,7 @@ from depth_fusion_ros.backends.engine_cache import (
     EngineCacheError,
     check_entry,
     default_engine_cache_dir,
+    discard_entry,
     engine_cache_key,
     engine_facts,
     ensure_entry,
@@ -51,6 +53,7 @@ REPO = TEST_DIR.parent
 MACHINE = {"tensorrt_version": "10.3.0", "gpu_name": "NVIDIA H200", "compute_capability": "9.0",
            "sm_count": 132}
 HAS_TENSORRT = importlib.util.find_spec("tensorrt") is not None
+TENSORRT_10 = tensorrt_10_available()
 
 
 def make_onnx(folder: Path, content: bytes = b"onnx-bytes" * 100) -> Path:
@@ -251,6 +254,61 @@ def test_failed_build_leaves_no_entry_and_raises(tmp_path):
         ensure_entry(entry, facts, build_nothing, print)
 
 
+def test_discard_entry_removes_only_the_engine_that_failed_to_load(tmp_path):
+    onnx = make_onnx(tmp_path / "model")
+    facts = facts_for(onnx)
+    entry = entry_for(tmp_path / "cache", facts)
+    first = ensure_entry(entry, facts, fake_build(onnx, facts), print)
+    lines: list[str] = []
+    # another process rebuilt it meanwhile: the entry holds another engine, keep it
+    assert not discard_entry(entry, "0" * 64, lines.append)
+    assert check_entry(entry, facts).state == "hit" and lines == []
+    assert discard_entry(entry, first.metadata.model_sha256, lines.append)
+    assert not entry.engine.exists() and not entry.sidecar.exists() and entry.lock.exists()
+    assert lines == [f"removing engine cache entry {entry.key}: its engine does not load"]
+    assert not discard_entry(entry, first.metadata.model_sha256, print)  # already gone
+
+
+def test_cached_engine_that_does_not_load_is_built_again_once(tmp_path, monkeypatch):
+    """create_backend's cache path when TensorRT cannot deserialise a cached engine. TensorRT
+    and a GPU are missing here, so the builder and the TensorRT runtime are stand-ins; the cache
+    entry, its lock and the discard are the real files."""
+    import depth_fusion_ros.backends.engine_cache as cache_module
+    import depth_fusion_ros.backends.tensorrt_backend as trt_module
+
+    onnx = make_onnx(tmp_path / "model")
+    facts = facts_for(onnx)
+    folder = tmp_path / "cache"
+    marker = tmp_path / "builds.txt"
+
+    def cached_engine(onnx_path, source, *, log, **_):
+        return ensure_entry(entry_for(folder, facts), facts, fake_build(onnx, facts, marker),
+                            log)
+
+    loads: list[str] = []
+
+    class Runtime:  # deserialises only engines built by this test run
+        def __init__(self, path, metadata, device, rebuild_hint=None):
+            loads.append(rebuild_hint)
+            if marker.read_text().count("build") < 2:
+                raise RuntimeError(f"TensorRT could not deserialise {path}; {rebuild_hint}")
+            self.metadata = metadata
+
+    monkeypatch.setattr(cache_module, "cached_engine", cached_engine)
+    monkeypatch.setattr(trt_module, "TensorRTBackend", Runtime)
+    ensure_entry(entry_for(folder, facts), facts, fake_build(onnx, facts, marker), print)
+    lines: list[str] = []
+    made = create_backend(onnx, backend="tensorrt", device="cuda", log=lines.append)
+    assert made.engine_cache.status == "built" and marker.read_text().count("build") == 2
+    assert len(loads) == 2 and "it is an engine-cache entry: delete" in loads[0]
+    assert any("does not load" in line and "building it again" in line for line in lines)
+    marker.write_text("")  # now nothing loads: a freshly built engine that fails is an error
+    cache_module.remove_entry(entry_for(folder, facts))
+    with pytest.raises(RuntimeError, match="could not deserialise"):
+        create_backend(onnx, backend="tensorrt", device="cuda", log=lines.append)
+    assert marker.read_text().count("build") == 1  # built once, not in a loop
+
+
 # ---- concurrency, with real processes ---------------------------------------------------------
 
 def test_two_processes_starting_together_build_once(tmp_path):
@@ -371,7 +429,7 @@ def _cuda_count() -> int:
     return torch.cuda.device_count() if torch.cuda.is_available() else 0
 
 
-@pytest.mark.skipif(not (HAS_TENSORRT and _cuda_count() > 0),
+@pytest.mark.skipif(not (TENSORRT_10 and _cuda_count() > 0),
                     reason="needs the tensorrt package (TensorRT 10) and a CUDA GPU")
 def test_real_engine_is_built_once_then_loaded_from_the_cache(tiny_onnx_model, tmp_path):
     from depth_fusion_ros.backends.accuracy import sample_inputs

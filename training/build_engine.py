@@ -12,8 +12,9 @@ Runtime fp32 (limits per precision in `backends/accuracy.py`) and writes the eng
 (TensorRT version, GPU, precision, accuracy) and then the timing cache. `.engine` and `.plan` names
 are accepted. Engines are not portable: build on the machine (GPU + TensorRT 10) that runs it.
 
-Exit codes: 0 written, 1 build or accuracy check failed, 2 bad arguments or ONNX / sidecar,
-3 TensorRT 10 not importable.
+Exit codes: 0 written, 1 build or accuracy check failed, 2 bad arguments, ONNX / sidecar or an
+output folder that does not exist or is not writable, 3 TensorRT 10 (or ONNX Runtime, the
+accuracy check's reference) not importable. Both are checked before the build starts.
 """
 from __future__ import annotations
 

@@ -99,19 +99,45 @@ def create_backend(
             raise ValueError(f"parameter device={device!r}: the tensorrt backend needs "
                              "'cuda[:N]'")
         if fmt == "onnx":
-            from depth_fusion_ros.backends.engine_cache import cached_engine
-
-            outcome = cached_engine(model_path, metadata, device=device,
-                                    precision=precision or "fp16", cache_dir=engine_cache_dir,
-                                    workspace_gb=workspace_gb, calib_data=calib_data, log=log)
-            model_path, metadata = outcome.entry.engine, outcome.metadata
-        made = TensorRTBackend(model_path, metadata, device)
+            outcome, made = _cached_tensorrt(model_path, metadata, device, precision or "fp16",
+                                             engine_cache_dir, workspace_gb, calib_data, log)
+        else:
+            made = TensorRTBackend(model_path, metadata, device)
     else:
         from depth_fusion_ros.backends.torch_backend import TorchBackend
 
         made = TorchBackend(model_path, metadata, device)
     made.engine_cache = outcome
     return made
+
+
+def _cached_tensorrt(onnx_path, metadata, device, precision, cache_dir, workspace_gb,
+                     calib_data, log):
+    """(cache outcome, TensorRTBackend) of an ONNX model's engine from the engine cache. An entry
+    found in the cache whose engine TensorRT cannot load is discarded and built again, once."""
+    from depth_fusion_ros.backends.engine_cache import cached_engine, discard_entry
+    from depth_fusion_ros.backends.tensorrt_backend import TensorRTBackend
+
+    def load(outcome):
+        hint = (f"it is an engine-cache entry: delete {outcome.entry.engine} and its .json to "
+                "build it again")
+        return TensorRTBackend(outcome.entry.engine, outcome.metadata, device, rebuild_hint=hint)
+
+    def lookup():
+        return cached_engine(onnx_path, metadata, device=device, precision=precision,
+                             cache_dir=cache_dir, workspace_gb=workspace_gb,
+                             calib_data=calib_data, log=log)
+
+    outcome = lookup()
+    try:
+        return outcome, load(outcome)
+    except (RuntimeError, ValueError) as exc:
+        if outcome.status == "built":  # built a moment ago by this process: do not loop
+            raise
+        log(f"cached engine {outcome.entry.engine} does not load ({exc}); building it again")
+        discard_entry(outcome.entry, outcome.metadata.model_sha256, log)
+    outcome = lookup()
+    return outcome, load(outcome)
 
 
 def backend_details(backend: Backend) -> dict[str, str]:

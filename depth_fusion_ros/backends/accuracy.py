@@ -23,11 +23,16 @@ Limits (metres, for the 0-80 m depth range of DMCF-SIDE):
 
 They catch broken engines (overflow, wrong calibration, a mis-parsed graph), not metric changes:
 measure those with `python -m training.evaluate` on the engine's outputs.
+
+Models with the uncertainty head also output confidence = exp(-sigma) in (0, 1]; `compare_outputs`
+checks it too, against `CONFIDENCE_LIMITS` (absolute, unitless): fp32 1e-4 / 1e-5, fp16
+0.02 / 0.002, int8 0.1 / 0.01 (max / mean). sigma is a log-depth error, so a confidence error
+of 0.02 near 0.9 is about 2 % of expected relative depth error, as loose as fp16's depth limit.
 """
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 
@@ -47,6 +52,12 @@ ACCURACY_LIMITS: dict[str, AccuracyLimits] = {
     "fp16": AccuracyLimits(max_abs_m=1.0, mean_abs_m=0.1),
     "int8": AccuracyLimits(max_abs_m=8.0, mean_abs_m=0.5),
 }
+# confidence outputs, exp(-sigma) in (0, 1]: unitless (the field names keep "_m" for one type)
+CONFIDENCE_LIMITS: dict[str, AccuracyLimits] = {
+    "fp32": AccuracyLimits(max_abs_m=1e-4, mean_abs_m=1e-5),
+    "fp16": AccuracyLimits(max_abs_m=0.02, mean_abs_m=0.002),
+    "int8": AccuracyLimits(max_abs_m=0.1, mean_abs_m=0.01),
+}
 
 
 @dataclass(frozen=True)
@@ -62,6 +73,7 @@ class AccuracyReport:
     per_view: dict  # {view: {"max_abs_diff_m": x, "mean_abs_diff_m": y}}
     passed: bool
     message: str
+    confidence: dict | None = None  # the confidence outputs' report (`compare_outputs`)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -98,6 +110,8 @@ def compare_depths(
     limits: AccuracyLimits | None = None,
     label: str = "engine",
     reference_label: str = "ONNX Runtime fp32",
+    unit: str = " m",
+    what: str = "depth",
 ) -> AccuracyReport:
     """Compares candidate depth maps with reference ones, input by input.
 
@@ -106,6 +120,7 @@ def compare_depths(
             mappings hold the same views.
         precision: "fp32" | "fp16" | "int8", selects `ACCURACY_LIMITS` unless `limits` is given.
         label, reference_label: what the message calls the candidate and the reference.
+        unit, what: the maps' unit and name in the message (confidence: "", "confidence").
     Returns:
         the report; `passed` is False when a limit is exceeded or the candidate has non-finite
         values where the reference is finite. Raises ValueError on empty input, mismatched views
@@ -141,14 +156,43 @@ def compare_depths(
     mean_m = sum(acc[1] for acc in sums.values()) / max(sum(acc[2] for acc in sums.values()), 1)
     problems = []
     if non_finite:
-        problems.append(f"{non_finite} non-finite depth value(s) where the reference is finite")
+        problems.append(f"{non_finite} non-finite {what} value(s) where the reference is finite")
     if not max_m <= limits.max_abs_m:
-        problems.append(f"max |diff| {max_m:.3g} m > {limits.max_abs_m:g} m")
+        problems.append(f"{what} max |diff| {max_m:.3g}{unit} > {limits.max_abs_m:g}{unit}")
     if not mean_m <= limits.mean_abs_m:
-        problems.append(f"mean |diff| {mean_m:.3g} m > {limits.mean_abs_m:g} m")
-    summary = (f"{label} ({precision}) vs {reference_label} on {len(pairs)} input(s): max |diff| "
-               f"{max_m:.3g} m (limit {limits.max_abs_m:g}), mean {mean_m:.3g} m "
+        problems.append(f"{what} mean |diff| {mean_m:.3g}{unit} > {limits.mean_abs_m:g}{unit}")
+    summary = (f"{label} ({precision}) vs {reference_label} on {len(pairs)} input(s): {what} max "
+               f"|diff| {max_m:.3g}{unit} (limit {limits.max_abs_m:g}), mean {mean_m:.3g}{unit} "
                f"(limit {limits.mean_abs_m:g})")
     message = summary if not problems else f"{summary}: FAILED, {'; '.join(problems)}"
     return AccuracyReport(precision, len(pairs), max_m, mean_m, non_finite, limits, per_view,
                           not problems, message)
+
+
+def compare_outputs(
+    pairs: Sequence[tuple[Mapping[str, Mapping[str, np.ndarray]],
+                          Mapping[str, Mapping[str, np.ndarray]]]],
+    precision: str,
+    label: str = "engine",
+    reference_label: str = "ONNX Runtime fp32",
+) -> AccuracyReport:
+    """`compare_depths` over every output of `Backend.infer_outputs`: the depth maps, and the
+    confidence maps when the model has them (against `CONFIDENCE_LIMITS`; the report's
+    `confidence` holds their figures and `passed` / `message` cover both).
+
+    Args:
+        pairs: per input, (reference, candidate) {"depth": {view: map}, "confidence": {...}}.
+    Raises:
+        ValueError when reference and candidate do not have the same confidence views.
+    """
+    depth = compare_depths([(ref["depth"], cand["depth"]) for ref, cand in pairs], precision,
+                           label=label, reference_label=reference_label)
+    confidence_pairs = [(ref.get("confidence") or {}, cand.get("confidence") or {})
+                        for ref, cand in pairs]
+    if not any(ref or cand for ref, cand in confidence_pairs):
+        return depth
+    conf = compare_depths(confidence_pairs, precision, CONFIDENCE_LIMITS[precision],
+                          label=label, reference_label=reference_label, unit="",
+                          what="confidence")
+    return replace(depth, confidence=conf.to_dict(), passed=depth.passed and conf.passed,
+                   message=f"{depth.message}; {conf.message}")

@@ -170,6 +170,23 @@ def remove_entry(entry: CacheEntry) -> None:
     entry.engine.unlink(missing_ok=True)
 
 
+def discard_entry(entry: CacheEntry, engine_sha256: str, log: Log) -> bool:
+    """Removes an entry whose files check but whose engine TensorRT cannot load (e.g. after a
+    TensorRT or driver update that kept the version string), under the entry's lock and only if
+    it still holds that engine (another process may have rebuilt it meanwhile). Returns whether
+    it was removed; the next `ensure_entry` then builds it again."""
+    with entry_lock(entry.lock, log):
+        try:
+            current = load_metadata(entry.engine).model_sha256 if entry.engine.is_file() else None
+        except ModelMetadataError:
+            current = engine_sha256  # its sidecar broke too: remove it all the same
+        if current != engine_sha256:
+            return False
+        log(f"removing engine cache entry {entry.key}: its engine does not load")
+        remove_entry(entry)
+        return True
+
+
 def _holder(fd: int, wait_s: float = 0.0) -> str:
     """The lock holder's "pid N on host" line. A holder writes it just after taking the lock, so
     a caller that has just found the lock taken waits up to `wait_s` for the name to appear."""
@@ -320,7 +337,8 @@ def cached_engine(onnx_path: str | os.PathLike, source: ModelMetadata, *, device
         md = build_engine(onnx_path, target.engine, precision=precision, device=device,
                           workspace_gb=workspace_gb, calib_data=calib_data,
                           calib_split=INT8_CALIB_SPLIT, calib_frames=INT8_CALIB_FRAMES,
-                          timing_cache=target.timing_cache(facts), progress=log)
+                          timing_cache=target.timing_cache(facts), progress=log,
+                          workspace_option="parameter engine_workspace_gb")
         md.tensorrt["cache"] = {"key": target.key, "facts": dict(facts)}
         write_metadata(md, target.engine)
 

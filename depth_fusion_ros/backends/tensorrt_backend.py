@@ -111,15 +111,16 @@ def select_cuda_device(device: str) -> tuple[int, str, str]:
 
 
 def check_engine_io(engine_io: dict[str, tuple[bool, tuple[int, ...]]], md: ModelMetadata,
-                    engine_label: str) -> None:
+                    engine_label: str, rebuild_hint: str | None = None) -> None:
     """Both directions: every sidecar input/output is an engine input/output of the same shape,
     and every engine I/O tensor is in the sidecar.
 
     Args:
         engine_io: {tensor name: (is_input, shape)} of the engine.
         engine_label: the file named in the message.
+        rebuild_hint: what to do about it (default: the command that rebuilds the engine).
     Raises:
-        ValueError listing every mismatch and the command that rebuilds the engine.
+        ValueError listing every mismatch and the rebuild hint.
     """
     problems = []
     for kind, specs, want_input in (("input", md.inputs, True), ("output", md.outputs, False)):
@@ -138,8 +139,9 @@ def check_engine_io(engine_io: dict[str, tuple[bool, tuple[int, ...]]], md: Mode
     for name in sorted(set(engine_io) - known):
         problems.append(f"engine tensor {name!r} is not in the sidecar")
     if problems:
-        raise ValueError(f"engine {engine_label} does not match its sidecar: {'; '.join(problems)}."
-                         f" Rebuild it from the current ONNX with: {rebuild_command(engine_label)}")
+        hint = rebuild_hint or f"rebuild it from the current ONNX with: {rebuild_command(engine_label)}"
+        raise ValueError(f"engine {engine_label} does not match its sidecar: {'; '.join(problems)};"
+                         f" {hint}")
 
 
 def _torch_dtype(trt, dtype):
@@ -158,14 +160,18 @@ class TensorRTBackend(Backend):
     name = "tensorrt"
 
     def __init__(self, model_path: str | os.PathLike, metadata: ModelMetadata,
-                 device: str = "cuda") -> None:
+                 device: str = "cuda", rebuild_hint: str | None = None) -> None:
+        """rebuild_hint: what the error messages tell the user to do about a bad engine
+        (default: the `training.build_engine` command; an engine-cache entry says to delete it).
+        """
         trt = import_tensorrt()
         if device == "cpu":
             raise ValueError(f"parameter device={device!r}: the tensorrt backend needs 'cuda[:N]'")
         index, gpu_name, capability = select_cuda_device(device)
         # Check the sidecar first: deserialising a foreign engine fails with an opaque error.
         check_engine_compatible(metadata, trt.__version__, gpu_name, capability, model_path)
-        self._load(trt, Path(model_path).read_bytes(), metadata, index, str(model_path))
+        self._load(trt, Path(model_path).read_bytes(), metadata, index, str(model_path),
+                   rebuild_hint)
 
     @classmethod
     def from_serialized(cls, serialized, metadata: ModelMetadata, device: str) -> TensorRTBackend:
@@ -178,9 +184,11 @@ class TensorRTBackend(Backend):
         backend._load(trt, serialized, metadata, index, metadata.model_file)
         return backend
 
-    def _load(self, trt, serialized, metadata: ModelMetadata, index: int, label: str) -> None:
+    def _load(self, trt, serialized, metadata: ModelMetadata, index: int, label: str,
+              rebuild_hint: str | None = None) -> None:
         import torch
 
+        hint = rebuild_hint or f"rebuild it with: {rebuild_command(label)}"
         super().__init__(metadata, f"cuda:{index}", metadata.precision)
         self._torch = torch
         self._torch_device = torch.device("cuda", index)
@@ -188,14 +196,13 @@ class TensorRTBackend(Backend):
         self.engine = self._runtime.deserialize_cuda_engine(serialized)
         if self.engine is None:
             raise RuntimeError(
-                f"TensorRT could not deserialise {label} (see the TensorRT log above); "
-                f"rebuild it with: {rebuild_command(label)}")
+                f"TensorRT could not deserialise {label} (see the TensorRT log above); {hint}")
         engine_io = {}
         for i in range(self.engine.num_io_tensors):
             name = self.engine.get_tensor_name(i)
             is_input = self.engine.get_tensor_mode(name) == trt.TensorIOMode.INPUT
             engine_io[name] = (is_input, tuple(self.engine.get_tensor_shape(name)))
-        check_engine_io(engine_io, metadata, label)
+        check_engine_io(engine_io, metadata, label, hint)
         self.context = self.engine.create_execution_context()
         self._stream = torch.cuda.Stream(device=self._torch_device)
         self._buffers = self._allocate(trt, engine_io)
@@ -208,7 +215,9 @@ class TensorRTBackend(Backend):
         for name, (is_input, shape) in engine_io.items():
             dtype = _torch_dtype(trt, self.engine.get_tensor_dtype(name))
             buffer = torch.empty(shape, dtype=dtype, device=self._torch_device)
-            self.context.set_tensor_address(name, buffer.data_ptr())
+            if not self.context.set_tensor_address(name, buffer.data_ptr()):
+                raise RuntimeError(f"TensorRT refused the device buffer of tensor {name!r} of "
+                                   f"{self.metadata.model_file} (set_tensor_address)")
             buffers[name] = (buffer, is_input)
         return buffers
 

@@ -10,7 +10,9 @@ node's build-on-first-start. tensorrt and torch are imported only when a build r
    to fp32 under OBEY_PRECISION_CONSTRAINTS), the int8 entropy calibrator and the timing cache
    (`ignore_mismatch=True` as in NVIDIA's samples, and logged whether it was used);
 3. runs the new engine against ONNX Runtime fp32 on `accuracy.sample_inputs` (and on real MS2
-   frames when `calib_data` is given) and refuses it above `accuracy.ACCURACY_LIMITS`;
+   frames when `calib_data` is given, never the int8 calibration frames) and refuses it above
+   `accuracy.ACCURACY_LIMITS` (depth) or `accuracy.CONFIDENCE_LIMITS` (confidence outputs);
+   ONNX Runtime and a writable output folder are checked before the build, not after it;
 4. writes the engine, then its sidecar (with the accuracy figures), then the timing cache, each
    atomically: a failure while saving the cache never loses a build of minutes.
 Every failure is an `EngineBuildError` whose message names the cause.
@@ -20,12 +22,13 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import hashlib
+import importlib.util
 import logging
 import os
 from collections.abc import Callable
 from pathlib import Path
 
-from depth_fusion_ros.backends.accuracy import AccuracyReport, compare_depths, sample_inputs
+from depth_fusion_ros.backends.accuracy import AccuracyReport, compare_outputs, sample_inputs
 from depth_fusion_ros.fileio import atomic_write_bytes
 from depth_fusion_ros.metadata import (
     PRECISIONS,
@@ -56,18 +59,23 @@ class EngineAccuracyError(EngineBuildError):
 
 
 def explain_build_failure(onnx_path: str | os.PathLike, errors: list[str],
-                          workspace_gb: float | None) -> str:
-    """A message naming the likely cause of a failed build from TensorRT's error lines."""
+                          workspace_gb: float | None,
+                          workspace_option: str = "--workspace-gb") -> str:
+    """A message naming the likely cause of a failed build from TensorRT's error lines.
+    workspace_option: how the user sets the workspace (the node: its parameter)."""
     text = " ".join(errors).lower()
     if any(hint in text for hint in _OOM_HINTS):
-        cause = ("the GPU ran out of memory: close other GPU processes, or lower --workspace-gb"
-                 + (f" (now {workspace_gb:g})" if workspace_gb else ""))
+        cause = (f"the GPU ran out of memory: close other GPU processes, or lower "
+                 f"{workspace_option}" + (f" (now {workspace_gb:g})" if workspace_gb else ""))
     elif "calibrat" in text:
         cause = ("int8 calibration failed: check the calibration frames, delete the calibration "
                  "cache, or build fp16")
     elif "could not find any implementation" in text or "unsupported" in text:
+        precision_option = ("parameter precision" if workspace_option.startswith("parameter")
+                            else "--precision")
         cause = ("a layer has no TensorRT implementation for this precision, GPU or workspace: "
-                 "raise --workspace-gb, try --precision fp32, or a newer TensorRT 10.x")
+                 f"raise {workspace_option}, try {precision_option} fp32, or a newer TensorRT "
+                 "10.x")
     else:
         cause = "see TensorRT's errors"
     said = f" TensorRT said: {' | '.join(errors[-5:])}" if errors else (
@@ -128,6 +136,22 @@ def check_request(source: ModelMetadata, engine_path: Path, precision: str,
         raise ValueError(f"workspace {workspace_gb} GB: expected a positive size")
 
 
+def check_build_prerequisites(engine_path: Path) -> None:
+    """What a build needs besides TensorRT, checked before minutes of building: ONNX Runtime
+    (the accuracy check's fp32 reference) and a writable folder for the engine.
+    Raises:
+        ImportError naming the package; ValueError naming the folder.
+    """
+    if importlib.util.find_spec("onnxruntime") is None:
+        raise ImportError("'onnxruntime' is not importable: every engine is checked against ONNX "
+                          "Runtime fp32 (CPU) after the build; pip install onnxruntime")
+    folder = engine_path.parent if str(engine_path.parent) else Path(".")
+    if not folder.is_dir():
+        raise ValueError(f"engine file {engine_path}: folder {folder} does not exist")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise ValueError(f"engine file {engine_path}: folder {folder} is not writable")
+
+
 def _pin_fp32_layers(trt, network) -> int:
     """Pins LayerNorm / Softmax layers (inputs' math and outputs) to fp32; returns their count."""
     layers = [network.get_layer(i) for i in range(network.num_layers)]
@@ -154,13 +178,20 @@ def _use_timing_cache(trt, config, path: Path | None) -> dict:
     """Loads the timing cache file into `config` (a fresh one if absent, unreadable or refused)."""
     if path is None:
         return {"used": False}
-    blob = path.read_bytes() if path.is_file() else b""
+    try:
+        blob = path.read_bytes() if path.is_file() else b""
+    except OSError as exc:
+        LOG.warning("timing cache %s is unreadable (%s); building without it", path, exc)
+        blob = b""
     used = False
     if blob:
         try:
             cache = config.create_timing_cache(blob)
-            # ignore_mismatch=True: entries timed on another GPU are accepted (NVIDIA's samples do
-            # the same); TensorRT times again what does not apply instead of refusing the file.
+            # ignore_mismatch=True loads a cache written on another GPU too (as NVIDIA's samples
+            # do) instead of refusing it. NvInfer.h warns that timings from a device with other
+            # properties can lead to slower or, rarely, wrong tactic choices: the node's engine
+            # cache keeps one timing cache per GPU, so only a --timing-cache given by hand can be
+            # foreign, and every engine still passes the accuracy check before it is written.
             used = cache is not None and bool(config.set_timing_cache(cache, ignore_mismatch=True))
         except (RuntimeError, TypeError, ValueError) as exc:
             LOG.warning("timing cache %s is unreadable (%s)", path, exc)
@@ -195,7 +226,8 @@ def _progress_monitor(trt, progress: Callable[[str], None]):
 
 
 def _build_serialized(trt, onnx_path: Path, *, precision: str, workspace_gb: float,
-                      calibrator, timing_cache: Path | None, progress) -> tuple:
+                      calibrator, timing_cache: Path | None, progress,
+                      workspace_option: str = "--workspace-gb") -> tuple:
     """Parses and builds; returns (serialized engine, build info dict, timing cache bytes|None)."""
     from depth_fusion_ros.backends.tensorrt_backend import tensorrt_logger
 
@@ -229,7 +261,8 @@ def _build_serialized(trt, onnx_path: Path, *, precision: str, workspace_gb: flo
         raise EngineBuildError(f"int8 calibration failed while reading frames: "
                                f"{type(calibrator.error).__name__}: {calibrator.error}")
     if serialized is None:
-        raise EngineBuildError(explain_build_failure(onnx_path, errors, workspace_gb))
+        raise EngineBuildError(explain_build_failure(onnx_path, errors, workspace_gb,
+                                                     workspace_option))
     timing_blob = None
     if timing_cache is not None and config.get_timing_cache() is not None:
         timing_blob = bytes(memoryview(config.get_timing_cache().serialize()))
@@ -239,7 +272,8 @@ def _build_serialized(trt, onnx_path: Path, *, precision: str, workspace_gb: flo
 def check_engine_accuracy(serialized, md: ModelMetadata, onnx_path: Path, source: ModelMetadata,
                           device: str, frames: list) -> AccuracyReport:
     """Runs the in-memory engine and ONNX Runtime fp32 (CPU) on the sample inputs plus `frames`
-    ([(thermal [1,1,H,W], rgb [1,3,H,W])]) and compares the depth maps."""
+    ([(thermal [1,1,H,W], rgb [1,3,H,W])]) and compares every output: the depth maps and, for
+    models with the uncertainty head, the confidence maps."""
     from depth_fusion_ros.backends.onnxruntime_backend import OnnxRuntimeBackend
     from depth_fusion_ros.backends.tensorrt_backend import TensorRTBackend
 
@@ -248,20 +282,28 @@ def check_engine_accuracy(serialized, md: ModelMetadata, onnx_path: Path, source
     reference = OnnxRuntimeBackend(onnx_path, source, "cpu", num_threads=os.cpu_count() or 1)
     engine = TensorRTBackend.from_serialized(serialized, md, device)
     try:
-        pairs = [(reference.infer(t, r), engine.infer(t, r)) for t, r in inputs]
+        pairs = [(reference.infer_outputs(t, r), engine.infer_outputs(t, r)) for t, r in inputs]
     finally:
         engine.close()
-    return compare_depths(pairs, md.precision, label=md.model_file)
+    return compare_outputs(pairs, md.precision, label=md.model_file)
 
 
-def _accuracy_frames(calib_data, calib_split: str, n_frames: int, source: ModelMetadata) -> list:
+def _accuracy_frames(calib_data, calib_split: str, n_frames: int, source: ModelMetadata,
+                     calib_frames: int = 0) -> list:
+    """Real frames for the accuracy check: between the calibration picks and never one of the
+    `calib_frames` calibration frames (int8 is not judged on its own data)."""
     if calib_data is None or n_frames <= 0:
         return []
     from depth_fusion_ros.backends.tensorrt_calibration import calibration_batches
 
-    # phase 0.5: frames between the calibration ones, so int8 is not judged on its own data
-    return list(calibration_batches(calib_data, calib_split, n_frames, source.height,
-                                    source.width, phase=0.5))
+    frames = list(calibration_batches(calib_data, calib_split, n_frames, source.height,
+                                      source.width, phase=0.5,
+                                      exclude_calibration=calib_frames))
+    if len(frames) < n_frames:
+        LOG.warning("accuracy check: %d of %d real frames (split %r of %s has no more frames "
+                    "outside the %d calibration frames)", len(frames), n_frames, calib_split,
+                    calib_data, calib_frames)
+    return frames
 
 
 def _int8_calibrator(trt, source: ModelMetadata, calib_data, calib_split: str,
@@ -269,13 +311,15 @@ def _int8_calibrator(trt, source: ModelMetadata, calib_data, calib_split: str,
     """The entropy calibrator over `calib_frames` real frames, buffers on GPU `index`."""
     from depth_fusion_ros.backends.tensorrt_calibration import (
         calibration_batches,
+        calibration_identity,
         make_calibrator,
     )
 
     batches = calibration_batches(calib_data, calib_split, calib_frames, source.height,
                                   source.width)
     names = {spec.view: spec.name for spec in source.inputs}
-    return make_calibrator(trt, batches, names, cache, source.model_sha256, index)
+    identity = calibration_identity(source.model_sha256, calib_data, calib_split, calib_frames)
+    return make_calibrator(trt, batches, names, cache, identity, index)
 
 
 def _write_timing_cache(path: Path | None, blob: bytes | None) -> None:
@@ -307,7 +351,8 @@ def _checked_metadata(trt, serialized, source, onnx_path, engine_path, *, precis
     if not report.passed:
         advice = {"fp32": "report it with the ONNX file: fp32 engines must match",
                   "fp16": "build with --precision fp32, or check the export's opset (>= 17)",
-                  "int8": "calibrate on more frames (--calib-frames), or build fp16"}[precision]
+                  "int8": "calibrate on more or other frames (--calib-frames, --calib-split; "
+                          "the calibration cache is redone for them), or build fp16"}[precision]
         raise EngineAccuracyError(f"{report.message}. {refused}; {advice}", report)
     return md
 
@@ -317,7 +362,8 @@ def build_engine(onnx_path: str | os.PathLike, engine_path: str | os.PathLike, *
                  calib_data: str | os.PathLike | None = None, calib_split: str = "train",
                  calib_frames: int = 200, calib_cache: str | os.PathLike | None = None,
                  accuracy_frames: int = 8, timing_cache: str | os.PathLike | None = None,
-                 progress: Callable[[str], None] | None = None) -> ModelMetadata:
+                 progress: Callable[[str], None] | None = None,
+                 workspace_option: str = "--workspace-gb") -> ModelMetadata:
     """Builds, checks and writes a TensorRT engine (+ sidecar) from an exported ONNX model.
 
     Args:
@@ -330,6 +376,8 @@ def build_engine(onnx_path: str | os.PathLike, engine_path: str | os.PathLike, *
         calib_cache: calibration cache (default `<engine>.calib`), keyed by the ONNX sha256.
         timing_cache: TensorRT timing cache file to load and update (None: none).
         progress: called with one-line progress messages (default: logged at INFO).
+        workspace_option: what failure messages call the workspace setting (the node passes
+            "parameter engine_workspace_gb").
     Returns:
         the sidecar written next to the engine (`tensorrt.accuracy` holds the check's figures).
     Raises:
@@ -343,7 +391,10 @@ def build_engine(onnx_path: str | os.PathLike, engine_path: str | os.PathLike, *
     say = progress or (lambda message: LOG.info("%s", message))
     source = load_metadata(onnx_path)
     check_request(source, engine_path, precision, calib_data, workspace_gb)
-    frames = _accuracy_frames(calib_data, calib_split, accuracy_frames, source)  # fail early
+    check_build_prerequisites(engine_path)
+    calib_n = calib_frames if precision == "int8" else 0
+    frames = _accuracy_frames(calib_data, calib_split, accuracy_frames, source,
+                              calib_n)  # read now: a bad data root fails before the build
     trt = import_tensorrt()
     index, gpu_name, capability = select_cuda_device(device)  # before any TensorRT call
     cache = Path(calib_cache) if calib_cache else Path(f"{engine_path}.calib")
@@ -356,17 +407,23 @@ def build_engine(onnx_path: str | os.PathLike, engine_path: str | os.PathLike, *
     try:
         serialized, build, timing_blob = _build_serialized(
             trt, onnx_path, precision=precision, workspace_gb=workspace_gb,
-            calibrator=calibrator, timing_cache=timing_cache, progress=progress)
+            calibrator=calibrator, timing_cache=timing_cache, progress=progress,
+            workspace_option=workspace_option)
     except EngineBuildError:
         raise
     except (RuntimeError, MemoryError, TypeError, ValueError) as exc:  # e.g. CUDA OOM, bad graph
         from depth_fusion_ros.backends.tensorrt_backend import tensorrt_logger
 
         errors = tensorrt_logger(trt).take_errors() + [f"{type(exc).__name__}: {exc}"]
-        raise EngineBuildError(explain_build_failure(onnx_path, errors, workspace_gb)) from exc
+        raise EngineBuildError(explain_build_failure(onnx_path, errors, workspace_gb,
+                                                     workspace_option)) from exc
     if calibrator is not None:
-        build["calibration"] = {"split": calib_split, "frames": calibrator.n_batches,
-                                "cache": str(cache), "cache_reused": calibrator.cache_reused}
+        # A reused cache was made from the same identity (data, split, frame count), so the
+        # engine's scales come from calib_frames frames either way.
+        frames = calib_frames if calibrator.cache_reused else calibrator.n_batches
+        build["calibration"] = {"data": str(Path(calib_data).resolve()), "split": calib_split,
+                                "frames": frames, "cache": str(cache),
+                                "cache_reused": calibrator.cache_reused}
     try:
         md = _checked_metadata(trt, serialized, source, onnx_path, engine_path,
                                precision=precision, index=index, gpu_name=gpu_name,
@@ -398,6 +455,7 @@ def describe_engine(onnx_path: str | os.PathLike, engine_path: str | os.PathLike
     check_request(source, engine_path, precision, building=False)
     if not engine_path.is_file():
         raise ValueError(f"engine {engine_path} does not exist")
+    check_build_prerequisites(engine_path)
     trt = import_tensorrt()
     index, gpu_name, capability = select_cuda_device(device)
     frames = _accuracy_frames(calib_data, calib_split, accuracy_frames, source)
