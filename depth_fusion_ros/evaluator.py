@@ -34,6 +34,7 @@ from pathlib import Path
 import numpy as np
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from rclpy.clock import Clock, ClockType
 from rclpy.exceptions import InvalidParameterTypeException
 from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
@@ -138,7 +139,9 @@ class DepthEvaluator(Node):
             self.create_subscription(Image, gt_topic, self._callback(view, "gt"), qos)
         self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         self.metrics_pub = self.create_publisher(DiagnosticArray, "~/metrics", 10)
-        self.create_timer(float(p["publish_period_s"]), self._publish_diagnostics)
+        # steady clock: summaries keep coming before /clock starts and while a replay pauses
+        self.create_timer(float(p["publish_period_s"]), self._publish_diagnostics,
+                          clock=Clock(clock_type=ClockType.STEADY_TIME))
         self._csv_file = self._csv = None
         if p["csv_path"]:
             path = Path(p["csv_path"])

@@ -32,6 +32,7 @@ import time
 
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from rclpy.clock import Clock, ClockType
 from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from rclpy.qos import (
@@ -73,6 +74,9 @@ from depth_fusion_ros.sync import ApproximateTimeSync, InputRouter, PairQueue, W
 
 NODE_NAME = "depth_fusion"
 QOS_RECHECK_S = 0.5  # input_qos auto: how often the publishers on each input are looked up
+# Stamp-to-publish latencies beyond this mean the stamps come from another clock (a bag replayed
+# without --clock / use_sim_time): said once in the log.
+CLOCK_MISMATCH_S = 60.0
 
 
 def qos_profile(name: str) -> QoSProfile:
@@ -151,11 +155,15 @@ class DepthFusionNode(Node):
         self.queue = PairQueue(p.pair_queue_size)
         self._infos: dict[str, CameraInfo | None] = {v: None for v in VIEWS}
         self._last_warn: dict[tuple[str, str], float] = {}
+        self._clock_warned = False  # the stamps-from-another-clock warning was logged
         self._make_publishers()
         self._make_subscriptions()
         self.runner = self._make_runner()
         self.runner.start()
-        self.create_timer(p.diagnostics_period_s, self._publish_diagnostics)
+        # Steady-clock timers: with use_sim_time they must run before /clock does (a bag player
+        # waiting for subscribers publishes no /clock yet) and while a replay is paused.
+        self.create_timer(p.diagnostics_period_s, self._publish_diagnostics,
+                          clock=Clock(clock_type=ClockType.STEADY_TIME))
 
     def _load_model(self):
         """Backend, warm-up, and what the model decides: views, cameras, confidence outputs."""
@@ -233,7 +241,8 @@ class DepthFusionNode(Node):
         self.get_logger().info("input_qos auto: each input is subscribed once a publisher "
                                "appears, with its QoS: " + ", ".join(i.topic for i in self.inputs))
         self._match_inputs()
-        self.create_timer(QOS_RECHECK_S, self._match_inputs)
+        self.create_timer(QOS_RECHECK_S, self._match_inputs,
+                          clock=Clock(clock_type=ClockType.STEADY_TIME))
 
     def _match_inputs(self) -> None:
         """input_qos auto: (re)subscribe every input whose publishers ask for another QoS."""
@@ -370,7 +379,15 @@ class DepthFusionNode(Node):
         self.stats.record_stage("postprocess", (t1 - t0) * 1e3)
         self.stats.record_stage("publish", (t2 - t1) * 1e3)
         now_ns = self.get_clock().now().nanoseconds
-        self.stats.record_latency((now_ns - item.work.stamp_ns) / 1e6)
+        latency_ms = (now_ns - item.work.stamp_ns) / 1e6
+        self.stats.record_latency(latency_ms)
+        if abs(latency_ms) > CLOCK_MISMATCH_S * 1e3 and not self._clock_warned:
+            self._clock_warned = True
+            clock = "sim" if self.get_parameter("use_sim_time").value else "system"
+            self.get_logger().warning(
+                f"input stamps are {latency_ms / 3.6e6:+.1f} h from this node's clock ({clock} "
+                "time): replaying a bag? Play it with --clock and start the node with "
+                "use_sim_time:=true, else latency_ms in /diagnostics is meaningless")
         if item.work.paired:
             self.stats.count("pairs_processed")
         self.stats.count(f"processed_{item.work.mode}")

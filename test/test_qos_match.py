@@ -122,3 +122,17 @@ def test_node_matches_best_effort_reliable_and_latched_publishers_and_late_joine
     _outputs_for_new_pairs(h, h.publish_pair)  # the first RGB publisher is still heard
     assert ("/qos/rgb/image_raw: 2 publishers: best_effort/volatile x1, reliable/volatile x1 "
             "-> subscribed best_effort, volatile" in h.log_path.read_text())
+
+
+def test_auto_qos_and_diagnostics_run_under_sim_time_before_any_clock(harness_factory):
+    """use_sim_time with no /clock yet (a bag player waiting for subscribers before it starts
+    the clock): the node still re-checks the publishers and still reports, on a steady clock."""
+    h = harness_factory("simqos", use_sim_time=True, publish_points=False,
+                        diagnostics_period_s=0.2)
+    h.wait_ready()
+    assert h.spin_until(lambda: h.diagnostics, 5.0), h.log_path.read_text()
+    late = h.node.create_publisher(type(h.rgb), "rgb/image_raw",
+                                   _qos(ReliabilityPolicy.BEST_EFFORT))
+    assert h.spin_until(lambda: late.get_subscription_count() > 0, 10.0), \
+        h.log_path.read_text()
+    assert h.node.count_publishers("/clock") == 0  # nobody ever published a clock

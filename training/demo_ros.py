@@ -49,8 +49,10 @@ def write_params(out_dir: Path, model_path: Path) -> tuple[Path, Path]:
     node_params = node["/**"]["ros__parameters"]
     # input_qos stays `auto`: the player publishes reliable, so the node subscribes reliable and
     # no frame of the evaluation is lost in transport.
-    # Wall-clock time, not /clock: with use_sim_time and the pip-only player's /clock, the node
-    # intermittently received no camera_info during a short replay (seen here, not root-caused).
+    # Wall-clock time, not /clock: with use_sim_time the node used to miss the first
+    # camera_infos because its input_qos auto re-check ran on ROS time, which does not advance
+    # until the player publishes /clock, and the player waits for subscribers first (fixed:
+    # that timer is on a steady clock now). The demo keeps wall time: its figures are metrics.
     node_params.update(model_path=str(model_path.resolve()), backend="onnxruntime", device="cpu")
     evaluator = yaml.safe_load((REPO_ROOT / "config" / "evaluator.yaml").read_text())
     eval_params = evaluator["/**"]["ros__parameters"]
