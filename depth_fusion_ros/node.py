@@ -385,7 +385,8 @@ class DepthFusionNode(Node):
             self._clock_warned = True
             clock = "sim" if self.get_parameter("use_sim_time").value else "system"
             self.get_logger().warning(
-                f"input stamps are {latency_ms / 3.6e6:+.1f} h from this node's clock ({clock} "
+                f"input stamps are {abs(latency_ms) / 3.6e6:.1f} h "
+                f"{'behind' if latency_ms > 0 else 'ahead of'} this node's clock ({clock} "
                 "time): replaying a bag? Play it with --clock and start the node with "
                 "use_sim_time:=true, else latency_ms in /diagnostics is meaningless")
         if item.work.paired:

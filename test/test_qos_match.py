@@ -136,3 +136,10 @@ def test_auto_qos_and_diagnostics_run_under_sim_time_before_any_clock(harness_fa
     assert h.spin_until(lambda: late.get_subscription_count() > 0, 10.0), \
         h.log_path.read_text()
     assert h.node.count_publishers("/clock") == 0  # nobody ever published a clock
+    # Stamps from the wall clock while the node's sim time is 0: one warning, not one per pair.
+    h.publish_infos()
+    for _ in range(2):
+        _outputs_for_new_pairs(h, h.publish_pair)
+    log = h.log_path.read_text()
+    assert log.count("input stamps are ") == 1, log
+    assert "h ahead of this node's clock (sim time): replaying a bag? Play it with --clock" in log
