@@ -35,8 +35,8 @@ test: setup
 demo: setup
 	$(ROS_ENV) $(PY) -m training.demo $(DEMO_ARGS)
 
-# Re-make training/models/demo_model.pt, the model `make demo` ships (110 min of training on
-# this 2-core machine, 2026-12-01).
+# Re-make training/models/demo_model.pt, the model `make demo` ships (55 min of training on
+# this 2-core machine with one torch thread, 2026-12-02; its card has the figures).
 demo-model: setup
 	$(PY) -m training.demo_model $(DEMO_MODEL_ARGS)
 

@@ -49,7 +49,12 @@ from depth_fusion_ros.metrics import (
     compute_depth_metrics,
     format_metrics_table,
 )
-from depth_fusion_ros.params import NumberRange, ParameterError, check_range
+from depth_fusion_ros.params import (
+    NumberRange,
+    ParameterError,
+    check_command_line_overrides,
+    check_range,
+)
 from depth_fusion_ros.ros_image import image_to_numpy
 
 # name -> (default, description): the one table of declared parameters (launch tests parse it).
@@ -114,7 +119,8 @@ def _kv(key: str, value) -> KeyValue:
 class DepthEvaluator(Node):
     """Pairs prediction and GT by stamp, accumulates metrics, reports them."""
 
-    def __init__(self) -> None:
+    def __init__(self, cli_args: list[str] | None = None) -> None:
+        """cli_args: the command line rclpy.init got (default sys.argv), to check overrides."""
         super().__init__("depth_fusion_evaluator")
         for name, (default, description) in PARAMETERS.items():
             try:
@@ -123,6 +129,9 @@ class DepthEvaluator(Node):
                 raise ParameterError(f"parameter '{name}' must be {type(default).__name__} "
                                      f"like its default {default!r}: {err}") from err
         p = {name: self.get_parameter(name).value for name in PARAMETERS}
+        # a -p override dropped by rcl (another type than the params file's) stops start-up
+        check_command_line_overrides(p, cli_args if cli_args is not None else sys.argv,
+                                     self.get_name())
         _validate(p)
         views, preds, gts = list(p["views"]), list(p["pred_topics"]), list(p["gt_topics"])
         if not (len(views) == len(preds) == len(gts)) or not views:
@@ -280,7 +289,7 @@ def _descriptor(description: str):
 def main(argv: list[str] | None = None) -> int:
     rclpy.init(args=argv)
     try:
-        node = DepthEvaluator()
+        node = DepthEvaluator(cli_args=argv)
     except ValueError as err:
         print(f"depth_fusion_evaluator: error: {err}", file=sys.stderr)
         rclpy.try_shutdown()

@@ -130,9 +130,10 @@ class InFlight:
 class DepthFusionNode(Node):
     """The node; raises ParameterError / ModelMetadataError / ValueError at start-up."""
 
-    def __init__(self, **node_kwargs):
+    def __init__(self, cli_args: list[str] | None = None, **node_kwargs):
+        """cli_args: the command line rclpy.init got (default sys.argv), to check overrides."""
         super().__init__(NODE_NAME, **node_kwargs)
-        self.params: NodeParams = declare_and_read(self)
+        self.params: NodeParams = declare_and_read(self, cli_args)
         p = self.params
         md = self._load_model()
         self.pipeline = DepthPipeline(PipelineConfig(
@@ -145,9 +146,13 @@ class DepthFusionNode(Node):
         self.stats = NodeStats(self.cameras, p.stale_timeout_s, time.monotonic())
         self.stats.info.update(self.details)
         self.stats.info["worker"] = "pipelined" if p.pipelined else "sequential"
-        for name in ("pairs_processed", "colored_published", "processed_fused",
-                     "processed_thermal_only", "processed_rgb_only"):
-            self.stats.set_count(name, 0)  # shown from the start
+        shown = ["pairs_processed", "colored_published", "processed_fused",
+                 "processed_thermal_only", "processed_rgb_only", "processing_errors",
+                 *(f"unusable_{camera}" for camera in self.cameras)]
+        if p.input_qos == "auto":
+            shown.append("input_qos_changes")
+        for name in shown:
+            self.stats.set_count(name, 0)  # shown from the start: a fixed key set
         self.sync = ApproximateTimeSync(p.sync_slop_s, p.sync_queue_size)
         self.tracker = ModeTracker(p.stale_timeout_s, needed=self.cameras, restart_grace=True)
         self.router = InputRouter(self.sync, self.tracker, self.views)
@@ -439,7 +444,7 @@ def main(args: list[str] | None = None) -> None:
     keep_large_buffers_in_heap()
     rclpy.init(args=args)
     try:
-        node = DepthFusionNode()
+        node = DepthFusionNode(cli_args=args)
     except Exception as err:  # noqa: BLE001 - every start-up failure: a message and exit code 2
         # Ours name the parameter or file; backend libraries raise their own types at load
         # (ImportError without tensorrt/onnxruntime, RuntimeError without CUDA or on warm-up).

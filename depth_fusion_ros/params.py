@@ -10,6 +10,7 @@ config/depth_fusion.yaml documents the same keys and ranges for users.
 from __future__ import annotations
 
 import math
+import sys
 from dataclasses import dataclass, fields
 
 from depth_fusion_ros.metadata import PRECISIONS
@@ -271,8 +272,78 @@ def params_from_mapping(values: dict[str, object]) -> NodeParams:
     return NodeParams(**resolved)
 
 
-def declare_and_read(node) -> NodeParams:
+def command_line_overrides(argv: list[str]) -> dict[tuple[str, str], str]:
+    """The `-p [node:]name:=value` / `--param ...` overrides after `--ros-args` in argv:
+    {(node prefix or "", name): value text}."""
+    found: dict[tuple[str, str], str] = {}
+    in_ros_args = False
+    args = iter(argv)
+    for arg in args:
+        if arg == "--ros-args":
+            in_ros_args = True
+        elif arg == "--":
+            in_ros_args = False
+        elif in_ros_args and arg in ("-p", "--param"):
+            name, sep, value = next(args, "").partition(":=")
+            if sep:
+                prefix, _, short = name.rpartition(":")
+                found[(prefix, short)] = value
+    return found
+
+
+_TYPE_WORDS = {bool: "true or false", int: "an integer (e.g. 2)",
+               float: "a number with a decimal point (e.g. 2.0)", str: "a string"}
+
+
+def _same_value(given: object, effective: object) -> bool:
+    numbers = (int, float)
+    if isinstance(given, str) and isinstance(effective, numbers) and not isinstance(effective,
+                                                                                    bool):
+        try:  # YAML 1.1 reads "1e-3" as text, rcl as a double
+            given = float(given)
+        except ValueError:
+            return False
+    if isinstance(given, bool) or isinstance(effective, bool):
+        return type(given) is type(effective) and given == effective
+    if isinstance(given, numbers) and isinstance(effective, numbers):
+        return float(given) == float(effective)
+    return given == effective
+
+
+def check_command_line_overrides(values: dict[str, object], argv: list[str],
+                                 node_name: str) -> None:
+    """Refuses start-up when a `-p` override did not take effect.
+
+    rcl merges `--params-file` values with `-p` overrides, and when the two give one parameter
+    different types (the file's `points_stride: 1` and `-p points_stride:=2.0`, or
+    `-p publish_points:=maybe` for a boolean) it keeps the file's value without an error: the
+    node would run with a value the user did not ask for. The override text is read as rcl
+    reads it (a YAML scalar) and compared with the value the node got.
+    Raises:
+        ParameterError naming the parameter, both values and the type to write.
+    """
+    import yaml
+
+    for (prefix, name), text in command_line_overrides(argv).items():
+        if name not in values or prefix not in ("", node_name, "*", "/**"):
+            continue
+        try:
+            given = yaml.safe_load(text) if text else ""
+        except yaml.YAMLError:
+            given = text
+        effective = values[name]
+        if not _same_value(given, effective):
+            raise ParameterError(
+                f"parameter '{name}': the command line sets {text!r} but the node got "
+                f"{effective!r} (rcl keeps the params file's value when a -p override has "
+                f"another type); write it as {_TYPE_WORDS.get(type(effective), 'the file does')}")
+
+
+def declare_and_read(node, argv: list[str] | None = None) -> NodeParams:
     """Declare every parameter on an rclpy node (with its description) and read NodeParams.
+
+    argv: the command line rclpy was initialised with (default sys.argv), for
+    `check_command_line_overrides`.
 
     Floats are declared with dynamic typing on so that integer YAML values (e.g. `max_rate_hz: 5`)
     are accepted, which rclpy would otherwise reject with an obscure type error; the type and the
@@ -291,4 +362,6 @@ def declare_and_read(node) -> NodeParams:
         )
         param = node.declare_parameter(name, default, descriptor)
         values[name] = param.value
+    check_command_line_overrides(values, argv if argv is not None else sys.argv,
+                                 node.get_name())
     return params_from_mapping(values)

@@ -127,6 +127,51 @@ def test_node_exits_2_naming_an_out_of_range_parameter(tiny_onnx_model, name, te
     assert "OverflowError" not in output and "Traceback" not in output
 
 
+def test_command_line_overrides_are_read_as_rcl_reads_them():
+    argv = ["depth_fusion_node", "--ros-args", "--params-file", "x.yaml", "-p",
+            "points_stride:=2.0", "-p", "depth_fusion:publish_points:=maybe", "--param",
+            "sync_slop_s:=5e-2", "-r", "__ns:=/cam", "--", "-p", "not_ros:=1"]
+    assert params.command_line_overrides(argv) == {
+        ("", "points_stride"): "2.0", ("depth_fusion", "publish_points"): "maybe",
+        ("", "sync_slop_s"): "5e-2"}
+    took = {"points_stride": 2, "publish_points": False, "sync_slop_s": 0.05}
+    params.check_command_line_overrides(took, ["n", "--ros-args", "-p", "points_stride:=2",
+                                               "-p", "publish_points:=false", "-p",
+                                               "sync_slop_s:=5e-2"], "depth_fusion")
+    params.check_command_line_overrides(took, argv[:4] + ["-p", "other_node:points_stride:=7"],
+                                        "depth_fusion")  # another node's override: not ours
+    with pytest.raises(params.ParameterError, match=r"parameter 'points_stride': the command "
+                       r"line sets '2.0' but the node got 1 .*write it as an integer"):
+        params.check_command_line_overrides({**took, "points_stride": 1}, argv, "depth_fusion")
+    with pytest.raises(params.ParameterError, match="'publish_points': the command line sets "
+                       "'maybe' but the node got True .*write it as true or false"):
+        params.check_command_line_overrides({**took, "publish_points": True}, argv,
+                                            "depth_fusion")
+
+
+def test_node_exits_2_when_an_override_of_another_type_than_the_params_file_is_dropped(
+        tiny_onnx_model, tmp_path):
+    """rcl keeps the file's `points_stride: 1` for `-p points_stride:=2.0`; the node says so."""
+    config = tmp_path / "params.yaml"
+    config.write_text(f"/**:\n  ros__parameters:\n    model_path: {tiny_onnx_model}\n"
+                      "    device: cpu\n    points_stride: 1\n")
+    result = subprocess.run(_command("depth_fusion_node") + [
+        "--ros-args", "--params-file", str(config), "-p", "points_stride:=2.0"],
+        capture_output=True, text=True, timeout=120)
+    output = result.stdout + result.stderr
+    assert result.returncode == 2, output
+    assert ("cannot start: parameter 'points_stride': the command line sets '2.0' but the node "
+            "got 1") in output
+    evaluator = tmp_path / "evaluator.yaml"
+    evaluator.write_text("/**:\n  ros__parameters:\n    queue_size: 30\n")
+    result = subprocess.run(_command("depth_fusion_evaluator") + [
+        "--ros-args", "--params-file", str(evaluator), "-p", "queue_size:=12.5"],
+        capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "parameter 'queue_size': the command line sets '12.5' but the node got 30" \
+        in result.stderr
+
+
 @pytest.mark.parametrize(("argument", "expected"), [
     ("publish_period_s:=1.0e300", "parameter 'publish_period_s' = 1e+300 is out of range: set it "
                                   "to a value in [0.01, 3600] s"),

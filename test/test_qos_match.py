@@ -131,6 +131,10 @@ def test_auto_qos_and_diagnostics_run_under_sim_time_before_any_clock(harness_fa
                         diagnostics_period_s=0.2)
     h.wait_ready()
     assert h.spin_until(lambda: h.diagnostics, 5.0), h.log_path.read_text()
+    first = {kv.key: kv.value for kv in h.diagnostics[0].values}
+    for key in ("processing_errors", "unusable_thermal", "unusable_rgb", "input_qos_changes",
+                "pairs_processed"):
+        assert first.get(key) == "0", (key, first)  # a fixed key set from the first report
     late = h.node.create_publisher(type(h.rgb), "rgb/image_raw",
                                    _qos(ReliabilityPolicy.BEST_EFFORT))
     assert h.spin_until(lambda: late.get_subscription_count() > 0, 10.0), \

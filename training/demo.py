@@ -2,7 +2,7 @@
 
 Stages (each prints progress; a failure stops with the stage's name and why):
   1. synthetic MS2-format data set (train, val, day-test and night-test sequences)
-  2. the model: training/models/demo_model.pt, made by `make demo-model` (two hours of CPU
+  2. the model: training/models/demo_model.pt, made by `make demo-model` (about an hour of CPU
      training, too long for the demo); `--train` trains `tiny_synthetic` here instead (reused
      when demo_out/ holds a finished run with the same config), as does `--quick`
   3. offline evaluation on test_day and test_night (metric and median-scaled)
@@ -119,7 +119,7 @@ def demo_model(args: argparse.Namespace, out: Path, data_root: Path) -> Path:
     if args.train or args.quick:
         return train(out / "run", data_root, args.max_steps)
     if not DEMO_MODEL.is_file():
-        raise DemoError(f"{DEMO_MODEL} is missing: run `make demo-model` (about two hours) or "
+        raise DemoError(f"{DEMO_MODEL} is missing: run `make demo-model` (about an hour) or "
                         "`make demo DEMO_ARGS=--train` to train a smaller model here")
     print(f"using {DEMO_MODEL.relative_to(REPO_ROOT)} (made by `make demo-model`; see "
           f"{DEMO_MODEL.with_suffix('.md').relative_to(REPO_ROOT)})")
