@@ -54,6 +54,8 @@ from depth_fusion_ros.params import (
     ParameterError,
     check_command_line_overrides,
     check_range,
+    help_text,
+    wants_help,
 )
 from depth_fusion_ros.ros_image import image_to_numpy
 
@@ -287,6 +289,10 @@ def _descriptor(description: str):
 
 
 def main(argv: list[str] | None = None) -> int:
+    if wants_help(argv if argv is not None else sys.argv):
+        print(help_text("depth_fusion_evaluator", __doc__.split("\n")[0].replace("`", ""),
+                        [(name, default, text) for name, (default, text) in PARAMETERS.items()]))
+        return 0
     rclpy.init(args=argv)
     try:
         node = DepthEvaluator(cli_args=argv)

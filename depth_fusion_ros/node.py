@@ -47,10 +47,14 @@ from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
 from depth_fusion_ros.degraded import ModeTracker
 from depth_fusion_ros.diagnostics import ModeStatus, NodeStats
 from depth_fusion_ros.params import (
+    PARAMETERS,
     NodeParams,
     ParameterError,
     check_against_model,
     declare_and_read,
+    help_text,
+    parameter_defaults,
+    wants_help,
 )
 from depth_fusion_ros.pipeline import (
     VIEWS,
@@ -441,6 +445,11 @@ def main(args: list[str] | None = None) -> None:
     from depth_fusion_ros.malloc_tuning import keep_large_buffers_in_heap
     from depth_fusion_ros.metadata import ModelMetadataError
 
+    if wants_help(args if args is not None else sys.argv):
+        defaults = parameter_defaults()
+        print(help_text("depth_fusion_node", __doc__.split("\n")[0],
+                        [(name, defaults[name], text) for name, text in PARAMETERS.items()]))
+        return
     keep_large_buffers_in_heap()
     rclpy.init(args=args)
     try:

@@ -272,6 +272,30 @@ def params_from_mapping(values: dict[str, object]) -> NodeParams:
     return NodeParams(**resolved)
 
 
+def wants_help(argv: list[str]) -> bool:
+    """-h / --help among the program's own arguments (not inside --ros-args ... --)."""
+    in_ros_args = False
+    for arg in argv[1:]:
+        if arg == "--ros-args":
+            in_ros_args = True
+        elif arg == "--":
+            in_ros_args = False
+        elif not in_ros_args and arg in ("-h", "--help"):
+            return True
+    return False
+
+
+def help_text(program: str, summary: str, parameters: list[tuple[str, object, str]]) -> str:
+    """Usage of a node's console script: how to pass parameters, then every parameter with its
+    default and description (`parameters`: (name, default, description))."""
+    lines = [f"usage: {program} --ros-args [--params-file FILE] [-p NAME:=VALUE ...] "
+             "[-r FROM:=TO ...]", "", summary, "", "parameters (name = default: meaning):"]
+    for name, default, description in parameters:
+        lines.append(f"  {name} = {default!r}: {description}")
+    lines += ["", "Full documentation: the README (The node / Parameters, Diagnostics)."]
+    return "\n".join(lines)
+
+
 def command_line_overrides(argv: list[str]) -> dict[tuple[str, str], str]:
     """The `-p [node:]name:=value` / `--param ...` overrides after `--ros-args` in argv:
     {(node prefix or "", name): value text}."""

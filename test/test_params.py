@@ -127,6 +127,25 @@ def test_node_exits_2_naming_an_out_of_range_parameter(tiny_onnx_model, name, te
     assert "OverflowError" not in output and "Traceback" not in output
 
 
+@pytest.mark.parametrize("script", ["depth_fusion_node", "depth_fusion_evaluator"])
+def test_node_scripts_print_their_parameters_for_help(script):
+    from depth_fusion_ros import evaluator
+
+    names = list(params.PARAMETERS) if script == "depth_fusion_node" else list(
+        evaluator.PARAMETERS)
+    for flag in ("--help", "-h"):
+        result = subprocess.run(_command(script) + [flag], capture_output=True, text=True,
+                                timeout=60)
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert result.stdout.startswith(f"usage: {script} --ros-args [--params-file FILE]")
+        listed = [line.split(" = ")[0].strip() for line in result.stdout.splitlines()
+                  if line.startswith("  ") and " = " in line]
+        assert listed == names
+    # inside --ros-args, -h is not the program's (a remap or value could look like it)
+    assert not params.wants_help([script, "--ros-args", "-p", "x:=1", "-h"])
+    assert params.wants_help([script, "--help", "--ros-args", "-p", "x:=1"])
+
+
 def test_command_line_overrides_are_read_as_rcl_reads_them():
     argv = ["depth_fusion_node", "--ros-args", "--params-file", "x.yaml", "-p",
             "points_stride:=2.0", "-p", "depth_fusion:publish_points:=maybe", "--param",
