@@ -23,7 +23,8 @@ LOG = logging.getLogger(__name__)
 
 INSTALL_HINT = (
     "the Python package 'tensorrt' (TensorRT 10) is not importable; install TensorRT 10 for this "
-    "CUDA version, or use backend:=onnxruntime / backend:=torch with a .onnx / .pt2 model"
+    "CUDA version (pip install 'tensorrt>=10,<11', or JetPack 6's). Without TensorRT, a .onnx "
+    "model runs on ONNX Runtime and a .pt2 on the torch backend (node parameter backend)"
 )
 SUPPORTED_MAJOR = 10
 
