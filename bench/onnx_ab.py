@@ -73,7 +73,8 @@ def compare(paths: list[Path], runs: int, threads: int | None) -> tuple[str, flo
         rows.append(f"| {name}: {path} | {node_count(path)} | {med:.2f} | "
                     f"{np.percentile(t, 10):.2f} |")
     ratio = medians[1] / medians[0]
-    how = ", ".join(f"{k} {v}" for k, v in backend_details(backends[0]).items())
+    how = ", ".join([f"{backends[0].name} backend"] + [
+        f"{k} {v}" for k, v in backend_details(backends[0]).items()])
     rows += ["", f"B/A median latency: {ratio:.3f}; largest output difference: {diff:.3g} "
              f"({md.height}x{md.width}, {runs} alternating runs each; {how})"]
     for b in backends:

@@ -36,8 +36,8 @@ def test_two_copies_of_one_export_agree_exactly(tiny_onnx_model, tmp_path):
     assert rows[0][2] == rows[1][2] and int(rows[0][2]) > 100  # the same graph, node count
     assert all(float(ms) > 0 for *_, ms, p10 in rows for ms in (ms, p10))
     assert "largest output difference: 0 " in proc.stdout
-    assert "256x640, 2 alternating runs each; ort_threads 1, ort_allow_spinning false" \
-        in proc.stdout
+    assert ("256x640, 2 alternating runs each; onnxruntime backend, ort_threads 1, "
+            "ort_allow_spinning false") in proc.stdout
 
 
 def test_networks_with_other_outputs_are_refused(tiny_onnx_model, tiny_confidence_onnx_model):
@@ -64,6 +64,7 @@ def test_two_pt2_programs_run_through_the_torch_backend(tmp_path):
     counts = re.findall(r"^\| [AB]: .+? \| (\d+) \|", proc.stdout, re.MULTILINE)
     assert len(counts) == 2 and counts[0] == counts[1] and int(counts[0]) > 100
     assert "largest output difference: 0 " in proc.stdout
+    assert "1 alternating runs each; torch backend)" in proc.stdout
 
 
 def test_formats_are_not_mixed(tiny_onnx_model, tmp_path):
