@@ -100,6 +100,12 @@ ARMS: dict[str, tuple[list[str], str]] = {
                                     "fused_two_towers_dup30 with the blanked copies only after "
                                     "step 700 of 1000 (late dropout): the fused mode trains as "
                                     "without dropout first"),
+    "fused_two_towers_dup30_late05": ([*TWO_TOWERS, "data.modality_dropout_p=0.3", DUPLICATE,
+                                       "data.modality_dropout_from_step=700",
+                                       "loss.blanked_weight=0.5"],
+                                      "fused_two_towers_dup30_late with the blanked copies' term "
+                                      "apart and weighted 0.5 (as _sep05): late dropout with "
+                                      "less pull from the single-camera objective"),
     "fused_rgb_blanked": (rgb_dropout(1.0),
                           "control: the fusion network trained with the RGB input always "
                           "blanked (its thermal-alone score isolates the architecture's cost)"),
