@@ -86,7 +86,7 @@ def median_ms(fn: Callable[[], object], runs: int, warmup: int = 2) -> float:
 
 def record(title: str, table_md: str, command: str, notes: str = "") -> None:
     """Print a result block and append it to bench/RESULTS.md."""
-    stamp = _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     block = [f"## {title}", "", f"- date: {stamp}", f"- machine: {machine_line()}",
              f"- command: `{command}`"]
     if notes:

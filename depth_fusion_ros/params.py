@@ -10,6 +10,7 @@ config/depth_fusion.yaml documents the same keys and ranges for users.
 from __future__ import annotations
 
 import math
+import re
 import sys
 from dataclasses import dataclass, fields
 
@@ -296,10 +297,10 @@ def help_text(program: str, summary: str, parameters: list[tuple[str, object, st
     return "\n".join(lines)
 
 
-def command_line_overrides(argv: list[str]) -> dict[tuple[str, str], str]:
-    """The `-p [node:]name:=value` / `--param ...` overrides after `--ros-args` in argv:
-    {(node prefix or "", name): value text}."""
-    found: dict[tuple[str, str], str] = {}
+def command_line_overrides(argv: list[str]) -> list[tuple[str, str, str]]:
+    """The `-p [node:]name:=value` / `--param ...` overrides after `--ros-args` in argv, in
+    order: [(node prefix or "", name, value text)]."""
+    found: list[tuple[str, str, str]] = []
     in_ros_args = False
     args = iter(argv)
     for arg in args:
@@ -311,27 +312,54 @@ def command_line_overrides(argv: list[str]) -> dict[tuple[str, str], str]:
             name, sep, value = next(args, "").partition(":=")
             if sep:
                 prefix, _, short = name.rpartition(":")
-                found[(prefix, short)] = value
+                found.append((prefix, short, value))
     return found
 
 
-_TYPE_WORDS = {bool: "true or false", int: "an integer (e.g. 2)",
-               float: "a number with a decimal point (e.g. 2.0)", str: "a string"}
+# rcl_yaml_param_parser's words for booleans (parse.c)
+_RCL_TRUE = {"Y", "y", "yes", "Yes", "YES", "true", "True", "TRUE", "on", "On", "ON"}
+_RCL_FALSE = {"N", "n", "no", "No", "NO", "false", "False", "FALSE", "off", "Off", "OFF"}
+_RCL_SPECIAL_FLOATS = {f"{sign}.{word}" for sign in ("", "+", "-")
+                       for word in ("inf", "Inf", "INF")} | {".nan", ".NaN", ".NAN"}
 
 
-def _same_value(given: object, effective: object) -> bool:
-    numbers = (int, float)
-    if isinstance(given, str) and isinstance(effective, numbers) and not isinstance(effective,
-                                                                                    bool):
-        try:  # YAML 1.1 reads "1e-3" as text, rcl as a double
-            given = float(given)
-        except ValueError:
-            return False
-    if isinstance(given, bool) or isinstance(effective, bool):
-        return type(given) is type(effective) and given == effective
-    if isinstance(given, numbers) and isinstance(effective, numbers):
-        return float(given) == float(effective)
-    return given == effective
+def rcl_kind(text: str) -> str:
+    """The type rcl gives a `-p name:=TEXT` value: "bool", "int", "float", "str" or "array"
+    (rcl reads the text as a YAML scalar: its own boolean words, strtoll / strtod numbers,
+    quoted text is a string)."""
+    text = text.strip()
+    if text.startswith("["):
+        return "array"
+    if len(text) >= 2 and text[0] == text[-1] and text[0] in "'\"":
+        return "str"
+    if text in _RCL_TRUE or text in _RCL_FALSE:
+        return "bool"
+    try:
+        int(text, 0)  # strtoll(base 0): decimal, 0x hex, ...
+        return "int"
+    except ValueError:
+        if re.fullmatch(r"[+-]?0[0-7]+", text):  # ... and C octal
+            return "int"
+    if text in _RCL_SPECIAL_FLOATS:
+        return "float"
+    try:
+        float(text)  # strtod: also inf, nan, 1e-3
+        return "float"
+    except ValueError:
+        return "str"
+
+
+def _kind(value: object) -> str:
+    if isinstance(value, bool):
+        return "bool"
+    if isinstance(value, (list, tuple)):
+        return "array"
+    return {int: "int", float: "float"}.get(type(value), "str")
+
+
+_KIND_WORDS = {"bool": "true or false", "int": "an integer (e.g. 2)",
+               "float": "a number with a decimal point (e.g. 2.0)", "str": "a string",
+               "array": "a list like [a, b]"}
 
 
 def check_command_line_overrides(values: dict[str, object], argv: list[str],
@@ -341,26 +369,25 @@ def check_command_line_overrides(values: dict[str, object], argv: list[str],
     rcl merges `--params-file` values with `-p` overrides, and when the two give one parameter
     different types (the file's `points_stride: 1` and `-p points_stride:=2.0`, or
     `-p publish_points:=maybe` for a boolean) it keeps the file's value without an error: the
-    node would run with a value the user did not ask for. The override text is read as rcl
-    reads it (a YAML scalar) and compared with the value the node got.
+    node would run with a value the user did not ask for. So the type rcl gives the last
+    override of each parameter that applies to this node (`rcl_kind`) must be the type of the
+    value the node got; equal types mean rcl applied it.
     Raises:
-        ParameterError naming the parameter, both values and the type to write.
+        ParameterError naming the parameter, the override, the value the node got and the type
+        to write.
     """
-    import yaml
-
-    for (prefix, name), text in command_line_overrides(argv).items():
-        if name not in values or prefix not in ("", node_name, "*", "/**"):
-            continue
-        try:
-            given = yaml.safe_load(text) if text else ""
-        except yaml.YAMLError:
-            given = text
+    last: dict[str, str] = {}
+    for prefix, name, text in command_line_overrides(argv):
+        if name in values and prefix in ("", node_name):
+            last[name] = text
+    for name, text in last.items():
         effective = values[name]
-        if not _same_value(given, effective):
+        wanted = _kind(effective)
+        if rcl_kind(text) != wanted:
             raise ParameterError(
                 f"parameter '{name}': the command line sets {text!r} but the node got "
                 f"{effective!r} (rcl keeps the params file's value when a -p override has "
-                f"another type); write it as {_TYPE_WORDS.get(type(effective), 'the file does')}")
+                f"another type); write it as {_KIND_WORDS[wanted]}")
 
 
 def declare_and_read(node, argv: list[str] | None = None) -> NodeParams:

@@ -70,7 +70,7 @@ def make_onnx(folder: Path, content: bytes = b"onnx-bytes" * 100) -> Path:
         outputs=[TensorSpec("depth_thermal", [1, 1, 64, 128], "float32", "thermal", "m")],
         input_size={"height": 64, "width": 128}, max_depth_m=80.0,
         normalization=normalisation_params(), training_config={}, source_checkpoint_sha256=None,
-        git_commit="test", created_utc=datetime.datetime.now(datetime.UTC).isoformat())
+        git_commit="test", created_utc=datetime.datetime.now(datetime.timezone.utc).isoformat())
     write_metadata(md, path)
     return path
 

@@ -150,22 +150,39 @@ def test_command_line_overrides_are_read_as_rcl_reads_them():
     argv = ["depth_fusion_node", "--ros-args", "--params-file", "x.yaml", "-p",
             "points_stride:=2.0", "-p", "depth_fusion:publish_points:=maybe", "--param",
             "sync_slop_s:=5e-2", "-r", "__ns:=/cam", "--", "-p", "not_ros:=1"]
-    assert params.command_line_overrides(argv) == {
-        ("", "points_stride"): "2.0", ("depth_fusion", "publish_points"): "maybe",
-        ("", "sync_slop_s"): "5e-2"}
-    took = {"points_stride": 2, "publish_points": False, "sync_slop_s": 0.05}
-    params.check_command_line_overrides(took, ["n", "--ros-args", "-p", "points_stride:=2",
-                                               "-p", "publish_points:=false", "-p",
-                                               "sync_slop_s:=5e-2"], "depth_fusion")
-    params.check_command_line_overrides(took, argv[:4] + ["-p", "other_node:points_stride:=7"],
-                                        "depth_fusion")  # another node's override: not ours
+    assert params.command_line_overrides(argv) == [
+        ("", "points_stride", "2.0"), ("depth_fusion", "publish_points", "maybe"),
+        ("", "sync_slop_s", "5e-2")]
+    kinds = {"1": "int", "0x10": "int", "010": "int", "-3": "int", "2.0": "float",
+             "1e-3": "float", ".inf": "float", "-.inf": "float", ".nan": "float", "inf": "float",
+             "y": "bool", "N": "bool", "True": "bool", "off": "bool", "maybe": "str",
+             "2024-05-01": "str", "1:30": "str", "null": "str", "~": "str", "'5'": "str",
+             '"true"': "str", "/models/x.onnx": "str", "": "str", "[a, b]": "array"}
+    assert {text: params.rcl_kind(text) for text in kinds} == kinds
+
+
+def test_override_check_refuses_only_overrides_rcl_dropped():
+    def check(values, *overrides):
+        argv = ["n", "--ros-args", "--params-file", "f.yaml"]
+        for item in overrides:
+            argv += ["-p", item]
+        params.check_command_line_overrides(values, argv, "depth_fusion")
+
+    took = {"points_stride": 2, "publish_points": True, "sync_slop_s": 0.05,
+            "engine_cache_dir": "2024-05-01", "model_path": ""}
+    # what rcl applies: the node got the override's type
+    check(took, "points_stride:=2", "publish_points:=y", "sync_slop_s:=5e-2",
+          "engine_cache_dir:=2024-05-01", "model_path:=")
+    check(took, "points_stride:=1", "depth_fusion:points_stride:=2")  # the last one applies
+    check(took, "other_node:points_stride:=2.5")  # another node's override: not ours
     with pytest.raises(params.ParameterError, match=r"parameter 'points_stride': the command "
                        r"line sets '2.0' but the node got 1 .*write it as an integer"):
-        params.check_command_line_overrides({**took, "points_stride": 1}, argv, "depth_fusion")
+        check({**took, "points_stride": 1}, "points_stride:=2.0")
     with pytest.raises(params.ParameterError, match="'publish_points': the command line sets "
                        "'maybe' but the node got True .*write it as true or false"):
-        params.check_command_line_overrides({**took, "publish_points": True}, argv,
-                                            "depth_fusion")
+        check(took, "publish_points:=maybe")
+    with pytest.raises(params.ParameterError, match="'sync_slop_s'.*a number with a decimal"):
+        check(took, "depth_fusion:sync_slop_s:=fast")
 
 
 def test_node_exits_2_when_an_override_of_another_type_than_the_params_file_is_dropped(

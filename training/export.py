@@ -228,7 +228,7 @@ def build_metadata(fmt: str, out: Path, model_sha: str, ckpt_sha: str, ckpt: dic
         input_size={"height": h, "width": w}, max_depth_m=float(cfg.max_depth_m),
         normalization=normalisation_params(), training_config=_jsonable(ckpt["config"]),
         source_checkpoint_sha256=ckpt_sha, git_commit=git_commit(),
-        created_utc=datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        created_utc=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         precision=precision, extra=extra,
     )
 

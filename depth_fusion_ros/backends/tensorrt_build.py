@@ -102,7 +102,7 @@ def engine_metadata(source: ModelMetadata, engine_path: Path, engine_sha256: str
         model_sha256=engine_sha256,
         model_id=f"{prefix}-{precision}-{engine_sha256[:12]}",
         precision=precision,
-        created_utc=datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        created_utc=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         tensorrt={
             "version": trt_version,
             "gpu_name": gpu_name,
