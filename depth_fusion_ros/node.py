@@ -392,12 +392,8 @@ class DepthFusionNode(Node):
         self.stats.record_latency(latency_ms)
         if abs(latency_ms) > CLOCK_MISMATCH_S * 1e3 and not self._clock_warned:
             self._clock_warned = True
-            clock = "sim" if self.get_parameter("use_sim_time").value else "system"
-            self.get_logger().warning(
-                f"input stamps are {abs(latency_ms) / 3.6e6:.1f} h "
-                f"{'behind' if latency_ms > 0 else 'ahead of'} this node's clock ({clock} "
-                "time): replaying a bag? Play it with --clock and start the node with "
-                "use_sim_time:=true, else latency_ms in /diagnostics is meaningless")
+            self.get_logger().warning(clock_mismatch_message(
+                latency_ms / 1e3, bool(self.get_parameter("use_sim_time").value)))
         if item.work.paired:
             self.stats.count("pairs_processed")
         self.stats.count(f"processed_{item.work.mode}")
@@ -427,6 +423,25 @@ class DepthFusionNode(Node):
     def stop(self) -> None:
         """Stops the worker threads (each after the stage it is in)."""
         self.runner.stop()
+
+
+def clock_mismatch_message(offset_s: float, use_sim_time: bool) -> str:
+    """The one-time warning when input stamps are `offset_s` seconds behind (> 0) or ahead of
+    the node's clock, with the likely cause for its clock source."""
+    size = abs(offset_s)
+    amount = (f"{size / 3600:.1f} h" if size >= 3600 else f"{size / 60:.1f} min" if size >= 120
+              else f"{size:.0f} s")
+    where = "behind" if offset_s > 0 else "ahead of"
+    if use_sim_time:
+        advice = ("use_sim_time is on: is a /clock publisher running (a bag player with "
+                  "--clock), and is it the source of these stamps?")
+    else:
+        advice = ("replaying a bag? Play it with --clock and start the node with "
+                  "use_sim_time:=true. Live cameras: are the camera computer's and this one's "
+                  "clocks synchronised (chrony/PTP)?")
+    return (f"input stamps are {amount} {where} this node's clock "
+            f"({'sim' if use_sim_time else 'system'} time): {advice} Until then latency_ms in "
+            "/diagnostics is meaningless")
 
 
 def make_executor(name: str):

@@ -287,11 +287,13 @@ def test_cached_engine_that_does_not_load_is_built_again_once(tmp_path, monkeypa
 
     loads: list[str] = []
 
+    failure = {"kind": trt_module.EngineLoadError}
+
     class Runtime:  # deserialises only engines built by this test run
         def __init__(self, path, metadata, device, rebuild_hint=None):
             loads.append(rebuild_hint)
             if marker.read_text().count("build") < 2:
-                raise RuntimeError(f"TensorRT could not deserialise {path}; {rebuild_hint}")
+                raise failure["kind"](f"TensorRT could not deserialise {path}; {rebuild_hint}")
             self.metadata = metadata
 
     monkeypatch.setattr(cache_module, "cached_engine", cached_engine)
@@ -304,9 +306,15 @@ def test_cached_engine_that_does_not_load_is_built_again_once(tmp_path, monkeypa
     assert any("does not load" in line and "building it again" in line for line in lines)
     marker.write_text("")  # now nothing loads: a freshly built engine that fails is an error
     cache_module.remove_entry(entry_for(folder, facts))
-    with pytest.raises(RuntimeError, match="could not deserialise"):
+    with pytest.raises(trt_module.EngineLoadError, match="it was just built on this machine"):
         create_backend(onnx, backend="tensorrt", device="cuda", log=lines.append)
     assert marker.read_text().count("build") == 1  # built once, not in a loop
+    # A failure that is not the file's (out of GPU memory, a CUDA error) keeps the entry.
+    failure["kind"] = RuntimeError
+    with pytest.raises(RuntimeError, match="could not deserialise"):
+        create_backend(onnx, backend="tensorrt", device="cuda", log=lines.append)
+    assert marker.read_text().count("build") == 1
+    assert check_entry(entry_for(folder, facts), facts).state == "hit"
 
 
 # ---- concurrency, with real processes ---------------------------------------------------------

@@ -91,3 +91,27 @@ def test_traced_size_arguments_bypass_the_memo():
     size = torch.tensor(8)
     window_token_index(size, 8, 4, 4, 0, 0, "cpu")
     assert memo.memo_bytes() == 0
+
+
+def test_shift_mask_is_kept_per_dtype():
+    from training.model.attention import shift_mask_for
+
+    full = shift_mask_for(8, 12, 2, "cpu", torch.float32)
+    half = shift_mask_for(8, 12, 2, "cpu", torch.float16)
+    assert full.dtype == torch.float32 and half.dtype == torch.float16
+    assert shift_mask_for(8, 12, 2, "cpu", torch.float16) is half  # no conversion per forward
+    torch.testing.assert_close(half.float(), full)
+
+
+def test_dynamic_shapes_bypass_the_memo():
+    from torch.export import Dim
+
+    model = build_model(ModelConfig(variant="tiny")).eval()
+    inputs = (torch.randn(1, 1, 64, 128), torch.randn(1, 3, 64, 128))
+    with torch.no_grad():
+        model(*inputs)
+    width = Dim("w", min=64, max=512)
+    with pytest.raises(Exception) as err:  # torch's own guard message, not a memo TypeError
+        torch.export.export(model, inputs, strict=False,
+                            dynamic_shapes={"thermal": {3: width}, "rgb": {3: width}})
+    assert "Constraints violated" in str(err.value)

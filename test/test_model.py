@@ -394,15 +394,26 @@ def test_dmcf_builds_window_index_once_per_scale_and_shift(monkeypatch):
         calls.append((h, w, k, shift))
         return split_window_index(h, w, k, shift, device)
 
+    import training.model.attention as attention_module
+
+    layer_calls = []  # a layer that ignored the shared index would build its own here
+
+    def built_by_a_layer(*args):
+        layer_calls.append(args)
+        return split_window_index(*args)
+
     monkeypatch.setattr(dmcf_module, "split_window_index", counted)
+    monkeypatch.setattr(attention_module, "split_window_index", built_by_a_layer)
     with torch.no_grad():
         model(thermal, rgb)
     scales = [m for m in model.modules() if isinstance(m, dmcf_module.DMCF) and len(m.blocks)]
     expected = sum(2 if m.num_splits > 1 else 1 for m in scales)
     assert len(calls) == len(set(calls)) == expected > 0
+    assert layer_calls == []
     monkeypatch.setattr(dmcf_module, "split_window_index", lambda *a: None)  # layers build it
     with torch.no_grad():
         alone = model(thermal, rgb)
+    assert len(layer_calls) > expected  # every attention layer built its own this time
     for key in shared:
         torch.testing.assert_close(alone[key], shared[key], rtol=0, atol=0)
 

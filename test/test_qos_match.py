@@ -146,4 +146,19 @@ def test_auto_qos_and_diagnostics_run_under_sim_time_before_any_clock(harness_fa
         _outputs_for_new_pairs(h, h.publish_pair)
     log = h.log_path.read_text()
     assert log.count("input stamps are ") == 1, log
-    assert "h ahead of this node's clock (sim time): replaying a bag? Play it with --clock" in log
+    assert "h ahead of this node's clock (sim time): use_sim_time is on: is a /clock " \
+           "publisher running" in log
+
+
+def test_clock_mismatch_message_names_the_size_and_the_likely_cause():
+    from depth_fusion_ros.node import clock_mismatch_message
+
+    bag = clock_mismatch_message(5.3 * 365 * 86400, use_sim_time=False)
+    assert bag.startswith("input stamps are 46428.0 h behind this node's clock (system time): "
+                          "replaying a bag? Play it with --clock")
+    assert clock_mismatch_message(-90.0, use_sim_time=False).startswith(
+        "input stamps are 90 s ahead of")
+    assert "are the camera computer's and this one's clocks synchronised" in \
+        clock_mismatch_message(-90.0, use_sim_time=False)
+    assert clock_mismatch_message(600.0, use_sim_time=True).startswith(
+        "input stamps are 10.0 min behind this node's clock (sim time): use_sim_time is on")

@@ -114,13 +114,20 @@ def create_backend(
 def _cached_tensorrt(onnx_path, metadata, device, precision, cache_dir, workspace_gb,
                      calib_data, log):
     """(cache outcome, TensorRTBackend) of an ONNX model's engine from the engine cache. An entry
-    found in the cache whose engine TensorRT cannot load is discarded and built again, once."""
+    found complete in the cache whose engine TensorRT cannot load (`EngineLoadError`: not
+    deserialisable for a reason other than GPU memory, or I/O unlike its sidecar) is discarded
+    and built again, once; other failures (out of GPU memory, CUDA errors) are raised as they
+    are and leave the entry alone."""
     from depth_fusion_ros.backends.engine_cache import cached_engine, discard_entry
-    from depth_fusion_ros.backends.tensorrt_backend import TensorRTBackend
+    from depth_fusion_ros.backends.tensorrt_backend import EngineLoadError, TensorRTBackend
 
     def load(outcome):
-        hint = (f"it is an engine-cache entry: delete {outcome.entry.engine} and its .json to "
-                "build it again")
+        if outcome.status == "hit":
+            hint = (f"it is an engine-cache entry: delete {outcome.entry.engine} and its .json "
+                    "to build it again")
+        else:  # built here or by another process a moment ago: rebuilding will not help
+            hint = ("it was just built on this machine: check the TensorRT installation and "
+                    "its log")
         return TensorRTBackend(outcome.entry.engine, outcome.metadata, device, rebuild_hint=hint)
 
     def lookup():
@@ -131,8 +138,8 @@ def _cached_tensorrt(onnx_path, metadata, device, precision, cache_dir, workspac
     outcome = lookup()
     try:
         return outcome, load(outcome)
-    except (RuntimeError, ValueError) as exc:
-        if outcome.status == "built":  # built a moment ago by this process: do not loop
+    except EngineLoadError as exc:
+        if outcome.status != "hit":  # just built (here or by the process we waited for)
             raise
         log(f"cached engine {outcome.entry.engine} does not load ({exc}); building it again")
         discard_entry(outcome.entry, outcome.metadata.model_sha256, log)

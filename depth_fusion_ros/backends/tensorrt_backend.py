@@ -27,6 +27,15 @@ INSTALL_HINT = (
     "model runs on ONNX Runtime and a .pt2 on the torch backend (node parameter backend)"
 )
 SUPPORTED_MAJOR = 10
+# Lower-cased fragments of TensorRT / CUDA errors that mean the GPU ran out of memory.
+OOM_HINTS = ("out of memory", "outofmemory", "cudaerrormemoryallocation", "insufficient",
+             "could not be allocated", "failed to allocate")
+
+
+class EngineLoadError(RuntimeError):
+    """The engine file is unusable here: TensorRT could not deserialise it (for a reason other
+    than a lack of GPU memory), or its I/O tensors do not match its sidecar. Rebuilding it can
+    help; retrying the same file cannot."""
 
 
 def check_tensorrt_version(version: str) -> None:
@@ -194,16 +203,25 @@ class TensorRTBackend(Backend):
         self._torch = torch
         self._torch_device = torch.device("cuda", index)
         self._runtime = trt.Runtime(tensorrt_logger(trt))
+        logger = tensorrt_logger(trt)
+        logger.take_errors()
         self.engine = self._runtime.deserialize_cuda_engine(serialized)
         if self.engine is None:
-            raise RuntimeError(
-                f"TensorRT could not deserialise {label} (see the TensorRT log above); {hint}")
+            errors = logger.take_errors()
+            said = f" TensorRT said: {' | '.join(errors[-3:])}" if errors else ""
+            if any(h in " ".join(errors).lower() for h in OOM_HINTS):
+                raise RuntimeError(f"not enough GPU memory to load {label}: close other GPU "
+                                   f"processes or use a smaller model.{said}")
+            raise EngineLoadError(f"TensorRT could not deserialise {label}; {hint}.{said}")
         engine_io = {}
         for i in range(self.engine.num_io_tensors):
             name = self.engine.get_tensor_name(i)
             is_input = self.engine.get_tensor_mode(name) == trt.TensorIOMode.INPUT
             engine_io[name] = (is_input, tuple(self.engine.get_tensor_shape(name)))
-        check_engine_io(engine_io, metadata, label, hint)
+        try:
+            check_engine_io(engine_io, metadata, label, hint)
+        except ValueError as err:
+            raise EngineLoadError(str(err)) from err
         self.context = self.engine.create_execution_context()
         self._stream = torch.cuda.Stream(device=self._torch_device)
         self._buffers = self._allocate(trt, engine_io)

@@ -29,6 +29,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from depth_fusion_ros.backends.accuracy import AccuracyReport, compare_outputs, sample_inputs
+from depth_fusion_ros.backends.tensorrt_backend import OOM_HINTS
 from depth_fusion_ros.fileio import atomic_write_bytes
 from depth_fusion_ros.metadata import (
     PRECISIONS,
@@ -42,8 +43,7 @@ from depth_fusion_ros.metadata import (
 LOG = logging.getLogger(__name__)
 
 FP32_LAYER_TYPES = ("NORMALIZATION", "SOFTMAX")  # trt.LayerType names kept fp32 in fp16/int8
-_OOM_HINTS = ("out of memory", "outofmemory", "cudaerrormemoryallocation", "insufficient",
-              "could not be allocated", "failed to allocate")
+
 
 
 class EngineBuildError(RuntimeError):
@@ -64,7 +64,7 @@ def explain_build_failure(onnx_path: str | os.PathLike, errors: list[str],
     """A message naming the likely cause of a failed build from TensorRT's error lines.
     workspace_option: how the user sets the workspace (the node: its parameter)."""
     text = " ".join(errors).lower()
-    if any(hint in text for hint in _OOM_HINTS):
+    if any(hint in text for hint in OOM_HINTS):
         cause = (f"the GPU ran out of memory: close other GPU processes, or lower "
                  f"{workspace_option}" + (f" (now {workspace_gb:g})" if workspace_gb else ""))
     elif "calibrat" in text:
@@ -418,9 +418,12 @@ def build_engine(onnx_path: str | os.PathLike, engine_path: str | os.PathLike, *
         raise EngineBuildError(explain_build_failure(onnx_path, errors, workspace_gb,
                                                      workspace_option)) from exc
     if calibrator is not None:
-        # A reused cache was made from the same identity (data, split, frame count), so the
-        # engine's scales come from calib_frames frames either way.
-        frames = calib_frames if calibrator.cache_reused else calibrator.n_batches
+        # A reused cache was made from the same identity (data, split, frame count), so its
+        # scales came from as many frames as a calibration now would read.
+        from depth_fusion_ros.backends.tensorrt_calibration import split_frames
+
+        frames = (min(max(1, calib_frames), len(split_frames(calib_data, calib_split)))
+                  if calibrator.cache_reused else calibrator.n_batches)
         build["calibration"] = {"data": str(Path(calib_data).resolve()), "split": calib_split,
                                 "frames": frames, "cache": str(cache),
                                 "cache_reused": calibrator.cache_reused}

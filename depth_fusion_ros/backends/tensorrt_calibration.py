@@ -42,6 +42,17 @@ def pick_frames(total: int, n_frames: int, phase: float = 0.0,
                    for k in range(n)})
 
 
+def split_frames(root: str | Path, split: str) -> list[tuple[str, str]]:
+    """(sequence, frame) of every frame of an MS2 split, in order; ValueError naming the root
+    and split when it has none."""
+    from depth_fusion_ros import ms2
+
+    frames = [(seq, f) for seq in ms2.read_split(root, split) for f in ms2.list_frames(root, seq)]
+    if not frames:
+        raise ValueError(f"calibration data {root}: split {split!r} has no frames")
+    return frames
+
+
 def calibration_batches(root: str | Path, split: str, n_frames: int, height: int, width: int,
                         phase: float = 0.0,
                         exclude_calibration: int = 0) -> Iterator[tuple[np.ndarray, np.ndarray]]:
@@ -58,9 +69,7 @@ def calibration_batches(root: str | Path, split: str, n_frames: int, height: int
     from depth_fusion_ros import ms2
     from depth_fusion_ros.preprocess import preprocess_rgb, preprocess_thermal
 
-    frames = [(seq, f) for seq in ms2.read_split(root, split) for f in ms2.list_frames(root, seq)]
-    if not frames:
-        raise ValueError(f"calibration data {root}: split {split!r} has no frames")
+    frames = split_frames(root, split)
     exclude = pick_frames(len(frames), exclude_calibration) if exclude_calibration > 0 else []
     for i in pick_frames(len(frames), n_frames, phase, exclude):
         seq, frame = frames[i]

@@ -188,7 +188,10 @@ def window_attention(
     return out.view(b, h * w, c).index_select(1, scatter)  # [B, H*W, C]
 
 
-def shift_mask_for(h: int, w: int, num_splits: int, device: torch.device | str = "cpu"):
-    """The mask `window_attention(..., with_shift=True)` needs for an h x w map and K splits."""
+@size_constant
+def shift_mask_for(h: int, w: int, num_splits: int, device: torch.device | str = "cpu",
+                   dtype: torch.dtype = torch.float32):
+    """The mask `window_attention(..., with_shift=True)` needs for an h x w map and K splits,
+    in `dtype` (kept per dtype: mixed precision does not convert it at every forward)."""
     wh, ww = h // num_splits, w // num_splits
-    return generate_shift_window_attn_mask(h, w, wh, ww, wh // 2, ww // 2, device)
+    return generate_shift_window_attn_mask(h, w, wh, ww, wh // 2, ww // 2, device).to(dtype)

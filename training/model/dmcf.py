@@ -272,7 +272,7 @@ class DMCF(nn.Module):
         x = x + sine_position_embedding(c, h, w, x.device, x.dtype)
         x = x.flatten(2).transpose(1, 2)  # [2B, h*w, C/2]
         k = self.num_splits
-        mask = shift_mask_for(h, w, k, x.device).to(x.dtype) if k > 1 else None
+        mask = shift_mask_for(h, w, k, x.device, x.dtype) if k > 1 else None
         align = self.align.at(h, w, x.dtype) if self.align is not None else None
         # The window permutations of this map, once for all attention layers of the scale.
         windows = {shift: split_window_index(h, w, k, shift, x.device)

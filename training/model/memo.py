@@ -8,9 +8,11 @@ and its arguments, up to `MAX_BYTES` (least recently used first out).
 
 Tracing stays correct:
 - torch.compile / strict export (dynamo): the memo is bypassed, the function is traced as before;
-- torch.export (non-strict) and the TorchScript ONNX exporter: a memoised tensor is used as a
-  constant of the graph (`torch.export` lifts it into the program's constants), a missing one is
-  built by traced operators and not stored (it may be a fake tensor);
+- torch.export (non-strict): a memoised tensor is used as a constant of the graph (lifted into
+  the program's constants), a missing one is built by traced operators and not stored (it may
+  be a fake tensor); dynamic shapes (SymInt sizes) bypass the memo;
+- the TorchScript ONNX exporter (torch.jit.trace): the sizes arrive as traced tensors, so the
+  memo is bypassed and the exporter's constant folding does the same job;
 - tensors are built outside inference mode, so a memo filled during evaluation still serves
   training (an inference tensor cannot be saved for backward, and index_select saves its index).
 Callers must not modify a returned tensor in place.
@@ -52,7 +54,8 @@ def size_constant(fn: Callable) -> Callable:
 
     @functools.wraps(fn)
     def memoised(*args, **kwargs):
-        if _compiling() or any(torch.is_tensor(a) for a in (*args, *kwargs.values())):
+        traced = (torch.Tensor, torch.SymInt, torch.SymFloat, torch.SymBool)
+        if _compiling() or any(isinstance(a, traced) for a in (*args, *kwargs.values())):
             return fn(*args, **kwargs)  # dynamo, or sizes that are traced values: no memo
         key = (fn.__module__, fn.__qualname__, args, tuple(sorted(kwargs.items())))
         with _lock:
