@@ -349,6 +349,16 @@ def rcl_kind(text: str) -> str:
         return "str"
 
 
+def _number(text: str) -> float | None:
+    try:
+        return float(int(text.strip(), 0))
+    except ValueError:
+        try:
+            return float(text)
+        except ValueError:
+            return None
+
+
 def _kind(value: object) -> str:
     if isinstance(value, bool):
         return "bool"
@@ -382,8 +392,10 @@ def check_command_line_overrides(values: dict[str, object], argv: list[str],
             last[name] = text
     for name, text in last.items():
         effective = values[name]
-        wanted = _kind(effective)
-        if rcl_kind(text) != wanted:
+        wanted, given = _kind(effective), rcl_kind(text)
+        if {wanted, given} == {"int", "float"} and _number(text) == float(effective):
+            continue  # `-p max_rate_hz:=0` for the file's 0.0: dropped, but the same number
+        if given != wanted:
             raise ParameterError(
                 f"parameter '{name}': the command line sets {text!r} but the node got "
                 f"{effective!r} (rcl keeps the params file's value when a -p override has "

@@ -175,6 +175,9 @@ def test_override_check_refuses_only_overrides_rcl_dropped():
           "engine_cache_dir:=2024-05-01", "model_path:=")
     check(took, "points_stride:=1", "depth_fusion:points_stride:=2")  # the last one applies
     check(took, "other_node:points_stride:=2.5")  # another node's override: not ours
+    check({**took, "sync_slop_s": 0.0}, "sync_slop_s:=0")  # dropped by rcl, but the same number
+    with pytest.raises(params.ParameterError, match="'sync_slop_s': the command line sets '0'"):
+        check(took, "sync_slop_s:=0")  # the file's 0.05 stayed
     with pytest.raises(params.ParameterError, match=r"parameter 'points_stride': the command "
                        r"line sets '2.0' but the node got 1 .*write it as an integer"):
         check({**took, "points_stride": 1}, "points_stride:=2.0")
