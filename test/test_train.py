@@ -202,6 +202,42 @@ def test_resume_is_exact(tiny_config, tiny_data, tmp_path):
     assert _losses(tmp_path / "straight") == _losses(tmp_path / "split")
 
 
+def test_failed_resume_keeps_the_run_resumable_and_a_finished_run_is_left_alone(
+        tiny_config, tiny_data, tmp_path, capsys):
+    run = tmp_path / "run"
+    # overrides may sit between options (argparse intermixed parsing)
+    assert train.main(["--config", str(tiny_config), "schedule.ckpt_every=2", "--data-root",
+                       str(tiny_data), "--max-steps", "4", "--out", str(run),
+                       "--stop-at-step", "2"]) == 0
+    config = (run / "config.yaml").read_text()
+    # another network (--config of another model): a clear error, the run's config.yaml stays
+    assert _train(tiny_config, tiny_data, run, "--max-steps", "4", "--resume",
+                  "model.uncertainty_head=true") == 2
+    log = (run / "train.log").read_text()
+    assert "holds another network than this config builds (model.* keys that differ: " \
+           "uncertainty_head)" in log
+    assert (run / "config.yaml").read_text() == config
+    # a mistyped data root: rc 2, one line, config.yaml unchanged
+    assert train.main(["--out", str(run), "--resume", "--data-root",
+                       str(tmp_path / "nope")]) == 2
+    assert "cannot start: " in (run / "train.log").read_text().splitlines()[-1]
+    assert (run / "config.yaml").read_text() == config
+    # the plain resume the README gives still works, from the run's own config.yaml
+    torch.set_num_threads(1)
+    assert train.main(["--out", str(run), "--resume"]) == 0
+    assert load_checkpoint(run / "last.pt")["step"] == 4
+    finished = (run / "last.pt").read_bytes()
+    scalars = (run / "scalars.csv").read_text()
+    assert train.main(["--out", str(run), "--resume"]) == 0  # finished: nothing to do
+    assert (run / "last.pt").read_bytes() == finished
+    assert (run / "scalars.csv").read_text() == scalars
+    assert "finished at step 4 of 4: nothing to do" in (run / "train.log").read_text()
+    # a config key typo: one line on stderr, rc 2, no traceback
+    assert train.main(["--config", str(tiny_config), "--out", str(tmp_path / "typo"),
+                       "optim.lrr=1"]) == 2
+    assert "training.train: error: " in capsys.readouterr().err
+
+
 def test_non_finite_loss_stops_without_checkpoint(tiny_config, tiny_data, tmp_path):
     run = tmp_path / "nan"
     code = _train(tiny_config, tiny_data, run, "--max-steps", "6", "optim.lr=1e30",

@@ -184,6 +184,7 @@ def evaluate_checkpoint(checkpoint: str | Path, data_root: str | Path, split: st
     rows = {}
     for name in splits:
         if split == "all" and not read_split(data_root, name):
+            report.setdefault("skipped_splits", []).append(name)
             continue  # e.g. a generated data set without rainy sequences
         dataset = MS2Dataset(data_root, name, height=model_cfg["height"], width=model_cfg["width"],
                              train=False, step=step, max_depth_m=model_cfg["max_depth_m"])
@@ -239,6 +240,9 @@ def main(argv: list[str] | None = None) -> int:
                                  step=args.step, protocol=args.protocol, missing=args.missing)
     frames = {name: r["frames"] for name, r in report["splits"].items()}
     print(f"checkpoint {args.checkpoint} (step {report['step']}), frames {frames}")
+    if report.get("skipped_splits"):
+        print(f"skipped (no sequences in {args.data_root}): "
+              f"{', '.join(report['skipped_splits'])}")
     print(report["table"])
     if args.out:
         print(f"wrote {Path(args.out) / 'metrics.json'} and qualitative PNGs")

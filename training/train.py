@@ -157,7 +157,15 @@ class Trainer:
     def resume(self, path: Path) -> None:
         """Restore model, optimiser, scheduler, step, best metric, AMP scaler and RNG states."""
         payload = load_checkpoint(path, map_location=self.device)
-        unwrap_model(self.model).load_state_dict(payload["model"])
+        try:
+            unwrap_model(self.model).load_state_dict(payload["model"])
+        except RuntimeError as exc:  # another network: name what differs, not 150 tensor keys
+            saved = payload.get("config", {}).get("model", {})
+            differ = _changed_keys(saved, to_dict(self.cfg)["model"])
+            raise CheckpointError(
+                f"{path} holds another network than this config builds (model.* keys that "
+                f"differ: {', '.join(differ) or 'none recorded'}): resume with the run's own "
+                "config.yaml (no --config, no model.* overrides)") from exc
         self.optimizer.load_state_dict(payload["optimizer"])
         self.scheduler.load_state_dict(payload["scheduler"])
         if payload.get("scaler"):
@@ -318,8 +326,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--stop-at-step", type=int, default=None,
                         help="stop at this global step as if interrupted (last.pt written, LR "
                              "schedule still over max_steps): for time-boxed or preemptible jobs")
-    parser.add_argument("overrides", nargs="*", help="config overrides, e.g. optim.lr=1e-4")
-    return parser.parse_args(argv)
+    parser.add_argument("overrides", nargs="*", help="config overrides, e.g. optim.lr=1e-4 "
+                        "(anywhere on the command line)")
+    return parser.parse_intermixed_args(argv)  # overrides may come before or after options
 
 
 def resolve_config(args: argparse.Namespace) -> tuple[TrainConfig, Path]:
@@ -368,21 +377,38 @@ def _write_run_files(cfg: TrainConfig, run_dir: Path, argv: list[str]) -> None:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     args = parse_args(argv)
-    cfg, run_dir = resolve_config(args)
+    try:
+        cfg, run_dir = resolve_config(args)
+    except (ValueError, KeyError, OSError) as exc:  # config file, key or value: one clear line
+        print(f"training.train: error: {exc}", file=sys.stderr)
+        return 2
     rank, world, device = setup_distributed()
-    if rank == 0:
+    # A resumed run's config.yaml and command.txt are rewritten only once the checkpoint and the
+    # data have loaded: a failed --resume (another --config, a mistyped --data-root) must not
+    # replace the config the next plain --resume reads.
+    if rank == 0 and not args.resume:
         _write_run_files(cfg, run_dir, argv)
     setup_logging(run_dir / "train.log" if rank == 0 else None)
     LOG.info("run folder %s on %s (world size %d)", run_dir, device, world)
     try:
         trainer = Trainer(cfg, run_dir, rank=rank, world=world, device=device,
                           load_init=not args.resume)
+        if args.resume:
+            trainer.resume(run_dir / "last.pt")
+        if args.resume and trainer.step >= cfg.optim.max_steps:
+            LOG.info("%s finished at step %d of %d: nothing to do (raise --max-steps to train "
+                     "on: the LR schedule then decays over the new horizon)", run_dir,
+                     trainer.step, cfg.optim.max_steps)
+            return 0
+        trainer.build_data()
     except CheckpointError as exc:
         LOG.error("%s", exc)
         return 2
-    if args.resume:
-        trainer.resume(run_dir / "last.pt")
-    trainer.build_data()
+    except (ValueError, OSError) as exc:  # data root, split or calibration files: no traceback
+        LOG.error("cannot start: %s", exc)
+        return 2
+    if rank == 0 and args.resume:
+        _write_run_files(cfg, run_dir, argv)
     stop = StopFlag()
     stop.install()
     try:
