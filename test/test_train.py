@@ -236,6 +236,17 @@ def test_failed_resume_keeps_the_run_resumable_and_a_finished_run_is_left_alone(
     assert train.main(["--config", str(tiny_config), "--out", str(tmp_path / "typo"),
                        "optim.lrr=1"]) == 2
     assert "training.train: error: " in capsys.readouterr().err
+    # training.evaluate: a wrong data root or a damaged checkpoint is one line and rc 2
+    from training import evaluate
+
+    assert evaluate.main(["--checkpoint", str(run / "last.pt"), "--data-root",
+                          str(tmp_path / "nope"), "--split", "val"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("training.evaluate: error: ") and str(tmp_path / "nope") in err
+    broken = tmp_path / "broken.pt"
+    broken.write_bytes(finished[:1000])
+    assert evaluate.main(["--checkpoint", str(broken), "--data-root", str(tiny_data)]) == 2
+    assert str(broken) in capsys.readouterr().err
 
 
 def test_non_finite_loss_stops_without_checkpoint(tiny_config, tiny_data, tmp_path):

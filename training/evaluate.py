@@ -234,10 +234,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--step", type=int, default=1, help="use every N-th frame")
     parser.add_argument("--device", default=None, help="cpu / cuda (default: cuda if available)")
     args = parser.parse_args(argv)
-    report = evaluate_checkpoint(args.checkpoint, args.data_root, args.split,
-                                 median_scaling=args.median_scaling, both=args.both,
-                                 max_frames=args.max_frames, out_dir=args.out, device=args.device,
-                                 step=args.step, protocol=args.protocol, missing=args.missing)
+    from training.checkpoint import CheckpointError
+
+    try:
+        report = evaluate_checkpoint(args.checkpoint, args.data_root, args.split,
+                                     median_scaling=args.median_scaling, both=args.both,
+                                     max_frames=args.max_frames, out_dir=args.out,
+                                     device=args.device, step=args.step, protocol=args.protocol,
+                                     missing=args.missing)
+    except (CheckpointError, ValueError, OSError) as exc:  # names the file, split or option
+        print(f"training.evaluate: error: {exc}", file=sys.stderr)
+        return 2
     frames = {name: r["frames"] for name, r in report["splits"].items()}
     print(f"checkpoint {args.checkpoint} (step {report['step']}), frames {frames}")
     if report.get("skipped_splits"):
