@@ -45,7 +45,6 @@ LOG = logging.getLogger(__name__)
 FP32_LAYER_TYPES = ("NORMALIZATION", "SOFTMAX")  # trt.LayerType names kept fp32 in fp16/int8
 
 
-
 class EngineBuildError(RuntimeError):
     """The engine could not be built, checked or written; the message names the cause."""
 
@@ -145,7 +144,7 @@ def check_build_prerequisites(engine_path: Path) -> None:
     if importlib.util.find_spec("onnxruntime") is None:
         raise ImportError("'onnxruntime' is not importable: every engine is checked against ONNX "
                           "Runtime fp32 (CPU) after the build; pip install onnxruntime")
-    folder = engine_path.parent if str(engine_path.parent) else Path(".")
+    folder = engine_path.parent  # Path("m.engine").parent is Path(".")
     if not folder.is_dir():
         raise ValueError(f"engine file {engine_path}: folder {folder} does not exist")
     if not os.access(folder, os.W_OK | os.X_OK):
@@ -422,10 +421,10 @@ def build_engine(onnx_path: str | os.PathLike, engine_path: str | os.PathLike, *
         # scales came from as many frames as a calibration now would read.
         from depth_fusion_ros.backends.tensorrt_calibration import split_frames
 
-        frames = (min(max(1, calib_frames), len(split_frames(calib_data, calib_split)))
-                  if calibrator.cache_reused else calibrator.n_batches)
+        calibrated = (min(max(1, calib_frames), len(split_frames(calib_data, calib_split)))
+                      if calibrator.cache_reused else calibrator.n_batches)
         build["calibration"] = {"data": str(Path(calib_data).resolve()), "split": calib_split,
-                                "frames": frames, "cache": str(cache),
+                                "frames": calibrated, "cache": str(cache),
                                 "cache_reused": calibrator.cache_reused}
     try:
         md = _checked_metadata(trt, serialized, source, onnx_path, engine_path,
