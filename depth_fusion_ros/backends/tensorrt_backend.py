@@ -202,8 +202,8 @@ class TensorRTBackend(Backend):
         super().__init__(metadata, f"cuda:{index}", metadata.precision)
         self._torch = torch
         self._torch_device = torch.device("cuda", index)
-        self._runtime = trt.Runtime(tensorrt_logger(trt))
         logger = tensorrt_logger(trt)
+        self._runtime = trt.Runtime(logger)
         logger.take_errors()
         self.engine = self._runtime.deserialize_cuda_engine(serialized)
         if self.engine is None:
