@@ -132,8 +132,7 @@ class DepthEvaluator(Node):
                                      f"like its default {default!r}: {err}") from err
         p = {name: self.get_parameter(name).value for name in PARAMETERS}
         # a -p override dropped by rcl (another type than the params file's) stops start-up
-        check_command_line_overrides(p, cli_args if cli_args is not None else sys.argv,
-                                     self.get_name())
+        check_command_line_overrides(p, cli_args, self.get_name())
         _validate(p)
         views, preds, gts = list(p["views"]), list(p["pred_topics"]), list(p["gt_topics"])
         if not (len(views) == len(preds) == len(gts)) or not views:

@@ -372,7 +372,7 @@ _KIND_WORDS = {"bool": "true or false", "int": "an integer (e.g. 2)",
                "array": "a list like [a, b]"}
 
 
-def check_command_line_overrides(values: dict[str, object], argv: list[str],
+def check_command_line_overrides(values: dict[str, object], argv: list[str] | None,
                                  node_name: str) -> None:
     """Refuses start-up when a `-p` override did not take effect.
 
@@ -384,10 +384,10 @@ def check_command_line_overrides(values: dict[str, object], argv: list[str],
     value the node got; equal types mean rcl applied it.
     Raises:
         ParameterError naming the parameter, the override, the value the node got and the type
-        to write.
+        to write. argv None: sys.argv.
     """
     last: dict[str, str] = {}
-    for prefix, name, text in command_line_overrides(argv):
+    for prefix, name, text in command_line_overrides(sys.argv if argv is None else argv):
         if name in values and prefix in ("", node_name):
             last[name] = text
     for name, text in last.items():
@@ -425,6 +425,5 @@ def declare_and_read(node, argv: list[str] | None = None) -> NodeParams:
         )
         param = node.declare_parameter(name, default, descriptor)
         values[name] = param.value
-    check_command_line_overrides(values, argv if argv is not None else sys.argv,
-                                 node.get_name())
+    check_command_line_overrides(values, argv, node.get_name())
     return params_from_mapping(values)
