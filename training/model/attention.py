@@ -95,10 +95,9 @@ def _region_ids(size: int, window: int, shift: int, device: torch.device) -> tor
 @size_constant
 def generate_shift_window_attn_mask(
     h: int, w: int, window_h: int, window_w: int, shift_h: int, shift_w: int,
-    device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32,
+    device: torch.device | str = "cpu",
 ) -> torch.Tensor:
-    """Additive mask for shifted-window attention (Swin / GMFlow), in `dtype` (kept per dtype
-    by the memo: mixed precision does not convert it at every forward).
+    """Additive mask for shifted-window attention (Swin / GMFlow).
 
     h, w: map size (a multiple of the window size); the map is assumed rolled by
     (-shift_h, -shift_w). Returns [nW, window_h*window_w, window_h*window_w] with 0 where query
@@ -117,7 +116,7 @@ def generate_shift_window_attn_mask(
     region = region.view(kh, window_h, kw, window_w).permute(0, 2, 1, 3)  # [kh, kw, wh, ww]
     region = region.reshape(kh * kw, window_h * window_w)  # [nW, N]
     different = region[:, :, None] != region[:, None, :]  # [nW, N, N]
-    return (different.float() * MASK_VALUE).to(dtype)
+    return different.float() * MASK_VALUE
 
 
 def split_window_index(h: int, w: int, num_splits: int, with_shift: bool,
@@ -189,9 +188,10 @@ def window_attention(
     return out.view(b, h * w, c).index_select(1, scatter)  # [B, H*W, C]
 
 
+@size_constant
 def shift_mask_for(h: int, w: int, num_splits: int, device: torch.device | str = "cpu",
                    dtype: torch.dtype = torch.float32):
     """The mask `window_attention(..., with_shift=True)` needs for an h x w map and K splits,
-    in `dtype`."""
+    in `dtype` (kept per dtype: mixed precision does not convert it at every forward)."""
     wh, ww = h // num_splits, w // num_splits
-    return generate_shift_window_attn_mask(h, w, wh, ww, wh // 2, ww // 2, device, dtype)
+    return generate_shift_window_attn_mask(h, w, wh, ww, wh // 2, ww // 2, device).to(dtype)

@@ -93,6 +93,8 @@ def clear() -> None:
 
 
 def memo_bytes() -> int:
-    """Bytes of the memoised tensors now (counted per entry)."""
+    """Bytes of the memoised tensors now, counted per entry (a tensor two entries share, such
+    as a float32 mask `shift_mask_for` returns unconverted, is counted twice: the budget errs on
+    the safe side)."""
     with _lock:
         return sum(_sizes.values())

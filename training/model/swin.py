@@ -164,8 +164,8 @@ class SwinStage(nn.Module):
         """[B, H*W, C] -> [B, H*W, C] (before downsampling; see `SwinEncoder`)."""
         ws = self.window_size
         hp, wp = -(-h // ws) * ws, -(-w // ws) * ws
-        mask = generate_shift_window_attn_mask(hp, wp, ws, ws, ws // 2, ws // 2, x.device,
-                                               x.dtype)  # [nW, ws*ws, ws*ws]
+        mask = generate_shift_window_attn_mask(hp, wp, ws, ws, ws // 2, ws // 2, x.device)
+        mask = mask.to(x.dtype)  # [nW, ws*ws, ws*ws]
         index = {s: window_token_index(h, w, ws, ws, s, s, x.device)
                  for s in {blk.shift_size for blk in self.blocks}}
         for blk in self.blocks:
