@@ -343,6 +343,66 @@ def test_pipeline_camera_output_size_and_bgr_without_ros():
     assert out["thermal"].cloud is None
 
 
+@pytest.mark.parametrize("output_size, stride", [("network", 1), ("network", 3), ("camera", 2)])
+def test_points_carry_the_pixels_under_them(output_size, stride):
+    """At the network size a point's colour / intensity is the network input's pixel (the RGB
+    resized once per frame, reused); at the camera size it is the camera's own pixel."""
+    from depth_fusion_ros.clouds import unpack_rgb
+    from depth_fusion_ros.pipeline import DepthPipeline, PipelineConfig
+    from depth_fusion_ros.preprocess import NORM_MEAN, NORM_STD, resize_rgb
+
+    rng = np.random.default_rng(2)
+    rgb = rng.integers(0, 256, (384, 1224, 3), dtype=np.uint8)
+    thermal = numpy_to_image(rng.integers(3000, 6000, (256, 640), dtype=np.uint16), "mono16")
+    infos = (_camera_info(K_THERMAL, 640, 256, "t"), _camera_info(K_RGB, 1224, 384, "r"))
+    pipeline = DepthPipeline(PipelineConfig(("thermal", "rgb"), (128, 320), 0.1, 80.0,
+                                            output_size, stride))
+    prepared = pipeline.prepare(thermal, numpy_to_image(rgb, "rgb8"), *infos)
+    depth = np.full((128, 320), 7.0, np.float32)
+    out = pipeline.postprocess(prepared, {"thermal": depth, "rgb": depth},
+                               {"thermal": True, "rgb": True})
+    colours = unpack_rgb(np.ascontiguousarray(cloud_to_numpy(out["rgb"].cloud)[..., 3]))
+    expected = rgb if output_size == "camera" else resize_rgb(rgb, (128, 320))
+    np.testing.assert_array_equal(colours, expected[::stride, ::stride])
+    intensity = cloud_to_numpy(out["thermal"].cloud)[..., 3]
+    unit = prepared.thermal_input[0, 0] * NORM_STD + NORM_MEAN  # what the network saw, in [0, 1]
+    if output_size == "network":
+        np.testing.assert_allclose(intensity, unit[::stride, ::stride], atol=1e-6)
+    assert intensity.min() >= 0.0 and intensity.max() <= 1.0
+
+
+def test_reused_outputs_follow_new_headers_and_new_geometry():
+    """reuse_buffers (as the node runs): messages are reused from pair to pair, but each carries
+    its own pair's header, and a camera_info whose geometry changed is published anew."""
+    from depth_fusion_ros.pipeline import DepthPipeline, PipelineConfig
+
+    rng = np.random.default_rng(3)
+    pipeline = DepthPipeline(PipelineConfig(("thermal", "rgb"), (128, 320), 0.1, 80.0,
+                                            "network", 1, reuse_buffers=True))
+    depth = np.full((128, 320), 7.0, np.float32)
+
+    def run(stamp_s: int, k_rgb):
+        thermal = numpy_to_image(rng.integers(3000, 6000, (256, 640), dtype=np.uint16), "mono16")
+        rgb = numpy_to_image(rng.integers(0, 256, (384, 1224, 3), dtype=np.uint8), "rgb8")
+        thermal.header.stamp.sec = rgb.header.stamp.sec = stamp_s
+        prepared = pipeline.prepare(thermal, rgb, _camera_info(K_THERMAL, 640, 256, "t"),
+                                    _camera_info(k_rgb, 1224, 384, "r"))
+        return pipeline.postprocess(prepared, {"thermal": depth, "rgb": depth}, {})
+
+    first = run(1, K_RGB)
+    first_k = list(first["rgb"].info.k)
+    second = run(2, K_RGB)
+    assert second["rgb"].info is first["rgb"].info and second["rgb"].image is first["rgb"].image
+    assert second["rgb"].info.header.stamp.sec == 2 and second["rgb"].image.header.stamp.sec == 2
+    assert list(second["rgb"].info.k) == first_k
+    k_moved = list(K_RGB)
+    k_moved[2] += 10.0  # principal point moved: new geometry
+    third = run(3, k_moved)
+    assert third["rgb"].info.header.stamp.sec == 3
+    assert third["rgb"].info.k[2] == pytest.approx(first_k[2] + 10.0 * 320 / 1224)
+    assert third["thermal"].info is first["thermal"].info  # the thermal camera did not change
+
+
 # --- camera geometry, 8-bit thermal and compressed transport (issue "Real cameras, real bags") --
 
 def _wait_for_counts(h: Harness, expected: dict[str, str], timeout_s: float = 20.0) -> dict:
