@@ -328,9 +328,42 @@ def dropout_bases(arms: list[str]) -> dict[str, list[str]]:
     return bases
 
 
-def degraded_markdown(agg: dict, arms: list[str]) -> str:
+def paired_change(runs: dict, arm: str, base: str, split: str, view: str,
+                  mode: str = "metric") -> tuple[float, float, int, int] | None:
+    """`arm` vs `base` seed by seed (the seeds both ran): the per-seed change of abs_rel in %,
+    as (mean, standard error of the mean (NaN for one seed), seeds worse, seeds); None if no
+    seed has both."""
+    changes = []
+    for seed in sorted(set(runs.get(arm, {})) & set(runs.get(base, {}))):
+        try:
+            a = runs[arm][seed][split][mode][view]["abs_rel"]
+            b = runs[base][seed][split][mode][view]["abs_rel"]
+        except KeyError:
+            continue
+        changes.append((a / b - 1.0) * 100.0)
+    if not changes:
+        return None
+    n = len(changes)
+    sem = statistics.stdev(changes) / n**0.5 if n > 1 else float("nan")
+    return statistics.fmean(changes), sem, sum(c > 0 for c in changes), n
+
+
+def _paired_cell(stat: tuple[float, float, int, int] | None) -> str:
+    if stat is None:
+        return "-"
+    mean, sem, worse, n = stat
+    if n == 1:
+        return f"{mean:+.1f} % (1 seed)"
+    return f"{mean:+.1f} ± {sem:.1f} % ({worse}/{n} worse)"
+
+
+def degraded_markdown(agg: dict, arms: list[str], runs: dict | None = None) -> str:
     """A fused model with one camera lost vs the dedicated single-modality model of the other
-    camera, and what modality dropout costs the fused model on full input (metric abs_rel)."""
+    camera, and what modality dropout costs the fused model on full input (metric abs_rel).
+
+    runs ({arm: {seed: evaluate_run's result}}), if given, adds the cost paired seed by seed:
+    a dropout arm and its base with the same seed start from the same weights and data order,
+    so their per-seed difference carries much less of the seeds' spread than the means do."""
     fused_arms = [a for a in arms if a.startswith("fused") and a in agg and a not in ALONE]
     if not fused_arms:
         return ""
@@ -363,6 +396,20 @@ def degraded_markdown(agg: dict, arms: list[str]) -> str:
                 lines.append(f"| {view} / {split} | {_cell(b)} | "
                              + " | ".join(_cell(a) for a in dropped) + " | "
                              + " | ".join(_change(a, b) for a in dropped) + " |")
+        if runs is None:
+            continue
+        lines += ["", f"the same cost paired by seed ({base} and each dropout arm with one seed "
+                      "share initial weights and data order): mean ± standard error of the "
+                      "per-seed change of metric abs_rel, and how many seeds got worse; a change "
+                      "within two standard errors of zero is not told apart from seed noise by "
+                      "this many seeds", "",
+                  "| view / split | " + " | ".join(f"paired change {a}" for a in dropout_arms)
+                  + " |", "|---" * (1 + len(dropout_arms)) + "|"]
+        for view in ("thermal", "rgb"):
+            for split in splits:
+                lines.append(f"| {view} / {split} | " + " | ".join(
+                    _paired_cell(paired_change(runs, a, base, split, view))
+                    for a in dropout_arms) + " |")
     return "\n".join(lines)
 
 
@@ -493,7 +540,7 @@ def main(argv: list[str] | None = None) -> int:
     compare = tuple(args.compare.split(","))
     table = (markdown(agg, arms, seeds, compare=compare) + "\n\n"
              + markdown(agg, arms, seeds, mode="median", compare=compare))
-    degraded = degraded_markdown(agg, arms)
+    degraded = degraded_markdown(agg, arms, results)
     if degraded:
         table += "\n\n" + degraded
     if fit:

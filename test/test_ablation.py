@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import statistics
 import sys
 import textwrap
 from pathlib import Path
@@ -113,6 +114,47 @@ def test_degraded_tables_compare_every_dropout_arm_with_its_base():
     towers = lines[lines.index(next(x for x in lines if x.startswith(
         "cost of modality dropout on full input: fused_two_towers_rgb30 vs fused_two_towers"))):]
     assert ("| thermal / test_day | 0.0800 ± 0.0100 | 0.0880 ± 0.0100 | +10.0 % |") in towers
+
+
+def test_dropout_cost_paired_by_seed():
+    """The paired cost: per-seed change, its mean ± standard error and the seeds worse; seeds
+    only one arm ran are left out, one seed has no error."""
+    import ablation
+
+    def run(thermal, rgb):
+        return {"test_day": {"metric": {"thermal": {"abs_rel": thermal},
+                                        "rgb": {"abs_rel": rgb}}}}
+
+    base = {0: run(0.10, 0.20), 1: run(0.20, 0.20), 2: run(0.10, 0.10), 3: run(0.1, 0.1)}
+    late = {0: run(0.11, 0.20), 1: run(0.21, 0.22), 2: run(0.10, 0.12)}  # seed 3 not run
+    runs = {"fused_two_towers": base, "fused_two_towers_dup30_late": late}
+    mean, sem, worse, n = ablation.paired_change(runs, "fused_two_towers_dup30_late",
+                                                 "fused_two_towers", "test_day", "thermal")
+    changes = [10.0, 5.0, 0.0]
+    assert n == 3 and worse == 2 and mean == pytest.approx(5.0)
+    assert sem == pytest.approx(statistics.stdev(changes) / 3**0.5)
+    assert ablation.paired_change(runs, "fused_two_towers_dup30_late", "fused_two_towers",
+                                  "test_night", "rgb") is None
+    one = ablation.paired_change({"a": {0: run(0.11, 0.2)}, "b": {0: run(0.1, 0.2)}}, "a", "b",
+                                 "test_day", "thermal")
+    assert one[0] == pytest.approx(10.0) and one[3] == 1 and ablation._paired_cell(one) == \
+        "+10.0 % (1 seed)"
+
+    def cell(values):
+        return {"abs_rel": [statistics.fmean(values), statistics.stdev(values), len(values)]}
+
+    agg = {arm: {"test_day": {"metric": {
+        view: cell([r["test_day"]["metric"][view]["abs_rel"] for r in per_seed.values()])
+        for view in ("thermal", "rgb")}}} for arm, per_seed in runs.items()}
+    lines = ablation.degraded_markdown(agg, list(agg), runs).splitlines()
+    paired = lines[lines.index(next(x for x in lines if x.startswith("the same cost paired"))):]
+    assert paired[2] == "| view / split | paired change fused_two_towers_dup30_late |"
+    assert f"| thermal / test_day | +5.0 ± {sem:.1f} % (2/3 worse) |" in paired
+    rgb = [0.0, 10.0, 20.0]
+    assert (f"| rgb / test_day | +10.0 ± {statistics.stdev(rgb) / 3**0.5:.1f} % (2/3 worse) |"
+            in paired)
+    assert not any(x.startswith("the same cost paired")
+                   for x in ablation.degraded_markdown(agg, list(agg)).splitlines())
 
 
 def test_train_fit_root_lists_training_sequences_by_condition(data_root, tmp_path):
