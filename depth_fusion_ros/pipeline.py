@@ -267,8 +267,11 @@ class DepthPipeline:
         # intrinsics of the published depth keep the geometry exact.
         thermal = (preprocess.preprocess_thermal(pixels["thermal"], net_hw) if "thermal" in pixels
                    else self._missing("thermal"))
-        rgb_small = preprocess.resize_rgb(pixels["rgb"], net_hw) if "rgb" in pixels else None
-        rgb = preprocess.normalise_rgb(rgb_small) if "rgb" in pixels else self._missing("rgb")
+        if "rgb" in pixels:
+            rgb_small = preprocess.resize_rgb(pixels["rgb"], net_hw)  # also colours the cloud
+            rgb = preprocess.normalise_rgb(rgb_small)
+        else:
+            rgb_small, rgb = None, self._missing("rgb")
         return Prepared(
             headers=headers, camera_hw={view: image.shape[:2] for view, image in pixels.items()},
             models=models, rgb=pixels.get("rgb"), rgb_small=rgb_small,
@@ -352,12 +355,13 @@ class DepthPipeline:
     def _info(self, view: str, header, depth_hw: tuple[int, int], p: np.ndarray) -> CameraInfo:
         """The published camera_info; with reuse_buffers built again only when its geometry
         changes (building a CameraInfo is ~0.05 ms of Python), else given the new header."""
+        if not self.config.reuse_buffers:
+            return _rectified_camera_info(header, depth_hw, p)
         geometry = (tuple(depth_hw), p.tobytes())
-        cached = self._buffers.get(("info", view)) if self.config.reuse_buffers else None
+        cached = self._buffers.get(("info", view))
         if cached is None or cached[1] != geometry:
-            cached = (_rectified_camera_info(header, depth_hw, p), geometry)
-            if self.config.reuse_buffers:
-                self._buffers[("info", view)] = cached
+            cached = self._buffers[("info", view)] = (
+                _rectified_camera_info(header, depth_hw, p), geometry)
         cached[0].header = header
         return cached[0]
 
