@@ -419,9 +419,9 @@ def build_engine(onnx_path: str | os.PathLike, engine_path: str | os.PathLike, *
     if calibrator is not None:
         # A reused cache was made from the same identity (data, split, frame count), so its
         # scales came from as many frames as a calibration now would read.
-        from depth_fusion_ros.backends.tensorrt_calibration import split_frames
+        from depth_fusion_ros.backends.tensorrt_calibration import pick_frames, split_frames
 
-        calibrated = (min(max(1, calib_frames), len(split_frames(calib_data, calib_split)))
+        calibrated = (len(pick_frames(len(split_frames(calib_data, calib_split)), calib_frames))
                       if calibrator.cache_reused else calibrator.n_batches)
         build["calibration"] = {"data": str(Path(calib_data).resolve()), "split": calib_split,
                                 "frames": calibrated, "cache": str(cache),
