@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from depth_fusion_ros.degraded import ModeTracker, image_usability
+from depth_fusion_ros.degraded import ModeTracker, image_usability, sampled_usability
 
 
 def test_modes_follow_the_cameras():
@@ -51,6 +51,38 @@ def test_image_usability_statistics():
     assert "flat" in image_usability("thermal", np.full((256, 640), 4200, np.uint16))
     assert "flat" in image_usability("thermal", np.full((8, 8), 9, np.uint8))
     assert image_usability("thermal", rng.integers(0, 255, (8, 8), dtype=np.uint8)) is None
+
+
+def _usability_cases():
+    rng = np.random.default_rng(1)
+    lively = rng.integers(0, 256, (384, 1224, 3), dtype=np.uint8)
+    half_covered = lively.copy()
+    half_covered[:192] = 0  # a lens half covered: still usable, on all rows and on the sample
+    nearly_black = rng.integers(0, 3, (384, 1224, 3), dtype=np.uint8)
+    nearly_black[180:220, 600:640] = 255  # a headlight in a covered lens' frame: still black
+    blinded = np.full((384, 1224, 3), 255, np.uint8)
+    blinded[300:] = 40  # 22 % of the rows not saturated: usable
+    counts = rng.integers(3000, 6000, (256, 640), dtype=np.uint16)
+    flat = np.full((256, 640), 4200, np.uint16)
+    warm_spot = flat.copy()
+    warm_spot[100:160, 200:400] = 5200  # 7 % of the pixels: the 99th percentile sees it
+    return [("rgb", lively), ("rgb", half_covered), ("rgb", lively // 80), ("rgb", nearly_black),
+            ("rgb", np.full((384, 1224, 3), 255, np.uint8)), ("rgb", blinded),
+            ("rgb", lively[:30, :40, 0]), ("thermal", counts), ("thermal", flat),
+            ("thermal", warm_spot), ("thermal", (counts // 32).astype(np.uint8)),
+            ("thermal", np.full((20, 16), 9, np.uint8))]
+
+
+def test_sampled_usability_decides_as_the_whole_image():
+    verdicts = []
+    for view, pixels in _usability_cases():
+        whole = image_usability(view, pixels)
+        verdicts.append(whole is None)
+        sampled = sampled_usability(view, pixels)
+        assert (sampled is None) == (whole is None), (view, pixels.shape, whole, sampled)
+        if whole is not None:  # the same rule gives the reason
+            assert sampled.split(" (")[0] == whole.split(" (")[0]
+    assert 0 < sum(verdicts) < len(verdicts)  # the cases hold usable and unusable images
 
 
 @pytest.mark.parametrize("timeout", [0.5, 2.0])
