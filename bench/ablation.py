@@ -100,6 +100,11 @@ ARMS: dict[str, tuple[list[str], str]] = {
                                     "fused_two_towers_dup30 with the blanked copies only after "
                                     "step 700 of 1000 (late dropout): the fused mode trains as "
                                     "without dropout first"),
+    "fused_two_towers_dup30_late85": ([*TWO_TOWERS, "data.modality_dropout_p=0.3", DUPLICATE,
+                                       "data.modality_dropout_from_step=850"],
+                                      "fused_two_towers_dup30 with the blanked copies only after "
+                                      "step 850 of 1000 (the last 15 %): less training of the "
+                                      "single-camera mode, less pull on the full-input one"),
     "fused_two_towers_dup30_late05": ([*TWO_TOWERS, "data.modality_dropout_p=0.3", DUPLICATE,
                                        "data.modality_dropout_from_step=700",
                                        "loss.blanked_weight=0.5"],
