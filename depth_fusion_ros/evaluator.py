@@ -282,9 +282,11 @@ def _validate(p: dict[str, object]) -> None:
 
 
 def _descriptor(description: str):
+    """Read-only: the evaluator reads its parameters once, at start-up, so `ros2 param set` is
+    refused rather than silently ignored."""
     from rcl_interfaces.msg import ParameterDescriptor
 
-    return ParameterDescriptor(description=description)
+    return ParameterDescriptor(description=description, read_only=True)
 
 
 def main(argv: list[str] | None = None) -> int:

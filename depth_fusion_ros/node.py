@@ -32,6 +32,7 @@ import time
 
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from rcl_interfaces.msg import SetParametersResult
 from rclpy.clock import Clock, ClockType
 from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
@@ -47,6 +48,7 @@ from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
 from depth_fusion_ros.degraded import ModeTracker
 from depth_fusion_ros.diagnostics import ModeStatus, NodeStats
 from depth_fusion_ros.params import (
+    LIVE_PARAMETERS,
     PARAMETERS,
     NodeParams,
     ParameterError,
@@ -55,6 +57,7 @@ from depth_fusion_ros.params import (
     help_text,
     parameter_defaults,
     wants_help,
+    with_changes,
 )
 from depth_fusion_ros.pipeline import (
     VIEWS,
@@ -140,13 +143,7 @@ class DepthFusionNode(Node):
         self.params: NodeParams = declare_and_read(self, cli_args)
         p = self.params
         md = self._load_model()
-        self.pipeline = DepthPipeline(PipelineConfig(
-            views=self.views, network_hw=(md.height, md.width),
-            min_depth_m=p.min_depth_m, max_depth_m=p.max_depth_m, output_size=p.output_size,
-            points_stride=p.points_stride, reuse_buffers=True,
-            rectify=tuple(v for v in VIEWS if getattr(p, f"{v}_rectify")),
-            min_confidence=p.min_confidence,
-            colored_range_m=(p.colored_min_depth_m, p.colored_max_depth_m)))
+        self.pipeline = DepthPipeline(pipeline_config(p, self.views, (md.height, md.width)))
         self.stats = NodeStats(self.cameras, p.stale_timeout_s, time.monotonic())
         self.stats.info.update(self.details)
         self.stats.info["worker"] = "pipelined" if p.pipelined else "sequential"
@@ -173,6 +170,9 @@ class DepthFusionNode(Node):
         # waiting for subscribers publishes no /clock yet) and while a replay is paused.
         self.create_timer(p.diagnostics_period_s, self._publish_diagnostics,
                           clock=Clock(clock_type=ClockType.STEADY_TIME))
+        # `ros2 param set` on LIVE_PARAMETERS (the others are read-only): checked, then applied
+        self.add_on_set_parameters_callback(self._check_parameter_changes)
+        self.add_post_set_parameters_callback(self._apply_parameter_changes)
 
     def _load_model(self):
         """Backend, warm-up, and what the model decides: views, cameras, confidence outputs."""
@@ -329,8 +329,7 @@ class DepthFusionNode(Node):
             [Stage("prepare", self._prepare), Stage("infer", self._infer),
              Stage("publish", self._publish)],
             source=self._take, on_error=self._failed, on_step=self.queue.record_step,
-            pipelined=p.pipelined,
-            period_s=1.0 / p.max_rate_hz if p.max_rate_hz > 0 else 0.0,
+            pipelined=p.pipelined, period_s=take_period_s(p),
             newer_waiting=self.queue.newer_waiting)
 
     def _take(self, timeout_s: float) -> InFlight | None:
@@ -398,6 +397,39 @@ class DepthFusionNode(Node):
             self.stats.count("pairs_processed")
         self.stats.count(f"processed_{item.work.mode}")
 
+    # --- live parameters (executor thread: rclpy's parameter services) --------------------------
+    def _changes(self, parameters) -> dict[str, object]:
+        """name -> new value of this node's own parameters among `parameters` (not rclpy's
+        use_sim_time or qos_overrides)."""
+        ours = parameter_defaults()
+        return {item.name: item.value for item in parameters if item.name in ours}
+
+    def _check_parameter_changes(self, parameters) -> SetParametersResult:
+        """Refuses a change the node cannot run with, naming the parameter (as at start-up)."""
+        try:
+            new = with_changes(self.params, self._changes(parameters))
+            md = self.backend.metadata
+            check_against_model(new, new.model_path, md.views, md.confidence_views)
+        except ParameterError as err:
+            self.get_logger().warning(f"parameter change refused: {err}")
+            return SetParametersResult(successful=False, reason=str(err))
+        return SetParametersResult(successful=True)
+
+    def _apply_parameter_changes(self, parameters) -> None:
+        """Applies accepted changes: the worker sees them from its next input on."""
+        changes = self._changes(parameters)
+        if not changes:
+            return
+        old, new = self.params, with_changes(self.params, changes)
+        self.params = new
+        self.pipeline.config = pipeline_config(new, self.views, self.pipeline.config.network_hw)
+        self.sync.set_slop(new.sync_slop_s)
+        self.runner.period_s = take_period_s(new)
+        for name in changes:
+            if getattr(old, name) != getattr(new, name):
+                self.get_logger().info(f"parameter {name}: {getattr(old, name)!r} -> "
+                                       f"{getattr(new, name)!r}")
+
     # --- diagnostics and shutdown ---------------------------------------------------------------
     def _publish_diagnostics(self) -> None:
         sync = self.sync.stats
@@ -423,6 +455,22 @@ class DepthFusionNode(Node):
     def stop(self) -> None:
         """Stops the worker threads (each after the stage it is in)."""
         self.runner.stop()
+
+
+def pipeline_config(p: NodeParams, views: tuple[str, ...],
+                    network_hw: tuple[int, int]) -> PipelineConfig:
+    """The DepthPipeline configuration of the node's parameters (at start and on a change)."""
+    return PipelineConfig(
+        views=views, network_hw=network_hw, min_depth_m=p.min_depth_m,
+        max_depth_m=p.max_depth_m, output_size=p.output_size, points_stride=p.points_stride,
+        reuse_buffers=True, rectify=tuple(v for v in VIEWS if getattr(p, f"{v}_rectify")),
+        min_confidence=p.min_confidence,
+        colored_range_m=(p.colored_min_depth_m, p.colored_max_depth_m))
+
+
+def take_period_s(p: NodeParams) -> float:
+    """The least time between two inputs the worker takes (max_rate_hz; 0 = no cap)."""
+    return 1.0 / p.max_rate_hz if p.max_rate_hz > 0 else 0.0
 
 
 def clock_mismatch_message(offset_s: float, use_sim_time: bool) -> str:
@@ -462,8 +510,11 @@ def main(args: list[str] | None = None) -> None:
 
     if wants_help(args if args is not None else sys.argv):
         defaults = parameter_defaults()
-        print(help_text("depth_fusion_node", __doc__.split("\n")[0],
-                        [(name, defaults[name], text) for name, text in PARAMETERS.items()]))
+        summary = (__doc__.split("\n")[0] + "\nParameters marked (live) can be changed while "
+                   "the node runs (ros2 param set); the others are read-only once it runs.")
+        print(help_text("depth_fusion_node", summary, [
+            (name, defaults[name], text + (" (live)" if name in LIVE_PARAMETERS else ""))
+            for name, text in PARAMETERS.items()]))
         return
     keep_large_buffers_in_heap()
     rclpy.init(args=args)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 import re
 import sys
-from dataclasses import dataclass, fields
+from dataclasses import asdict, dataclass, fields
 
 from depth_fusion_ros.metadata import PRECISIONS
 
@@ -70,6 +70,14 @@ RANGES: dict[str, NumberRange] = {
     "colored_min_depth_m": NumberRange(0.0, 1000.0, "m"),
     "colored_max_depth_m": NumberRange(0.0, 1000.0, "m"),
 }
+
+# Parameters the running node applies from its next input on (`ros2 param set`): they shape the
+# pairing, the rate and what is made of the network's output, not the subscriptions, publishers,
+# backend or worker layout. Every other parameter is read-only once the node runs, so rclpy
+# refuses to set it ("read-only parameter") rather than take a value the node would ignore.
+LIVE_PARAMETERS = ("sync_slop_s", "points_stride", "min_depth_m", "max_depth_m", "max_rate_hz",
+                   "warn_throttle_s", "check_image_usable", "min_confidence",
+                   "colored_min_depth_m", "colored_max_depth_m")
 
 
 @dataclass(frozen=True)
@@ -159,6 +167,19 @@ def check_against_model(p: NodeParams, model_path: str, views: list[str],
     _check(p.min_confidence == 0.0 or not lacking, "min_confidence",
            f"= {p.min_confidence} needs confidence outputs, but model {model_path} has none for "
            f"{lacking}: set it to 0, or export a model trained with model.uncertainty_head: true")
+
+
+def with_changes(current: NodeParams, changes: dict[str, object]) -> NodeParams:
+    """`current` with `changes` (name -> new value) applied, validated as at start-up.
+
+    Raises:
+        ParameterError naming the parameter: not in LIVE_PARAMETERS, of the wrong type, out of
+        range, or inconsistent with the others (min_depth_m must stay below max_depth_m).
+    """
+    fixed = sorted(set(changes) - set(LIVE_PARAMETERS))
+    _check(not fixed, "/".join(fixed), "cannot change while the node runs (read-only): set it "
+           "in the params file and restart the node")
+    return params_from_mapping({**asdict(current), **changes})
 
 
 def check_range(name: str, value: float, allowed: NumberRange) -> None:
@@ -413,6 +434,8 @@ def declare_and_read(node, argv: list[str] | None = None) -> NodeParams:
     range are then checked here.
     Ranges are shown as `additional_constraints` (`ros2 param describe`) and checked by NodeParams
     rather than by rclpy, so a bad value stops start-up with this module's message.
+    Parameters outside LIVE_PARAMETERS are declared read-only (the node's set-parameters
+    callback checks the live ones with `with_changes`).
     """
     from rcl_interfaces.msg import ParameterDescriptor
 
@@ -421,6 +444,7 @@ def declare_and_read(node, argv: list[str] | None = None) -> NodeParams:
         descriptor = ParameterDescriptor(
             description=PARAMETERS[name],
             dynamic_typing=isinstance(default, float),
+            read_only=name not in LIVE_PARAMETERS,
             additional_constraints=f"finite, {RANGES[name].describe()}" if name in RANGES else "",
         )
         param = node.declare_parameter(name, default, descriptor)

@@ -218,7 +218,12 @@ def camera_info_error(info: CameraInfo, rectify: bool = True) -> tuple[str, str]
 
 class DepthPipeline:
     """Stateful only in its caches: rectification maps (rebuilt when a camera_info changes)
-    and rays (rebuilt when the published intrinsics, size or stride change)."""
+    and rays (rebuilt when the published intrinsics, size or stride change).
+
+    `config` may be replaced by another PipelineConfig between or during calls (the node's live
+    parameters, set from the executor thread): postprocess reads each of its fields once per
+    view, so one view's output never mixes two configurations.
+    """
 
     def __init__(self, config: PipelineConfig):
         self.config = config
@@ -388,7 +393,8 @@ class DepthPipeline:
         return msg
 
     def _cloud(self, prepared: Prepared, view: str, depth: np.ndarray, k: np.ndarray, header):
-        """Organised cloud of one view, written straight into the message's data."""
+        """Organised cloud of one view, written straight into the message's data. The stride is
+        read once: `config` may be replaced meanwhile (the node's live parameters)."""
         stride = self.config.points_stride
         rays = self.rays.get(view, k, depth.shape[1], depth.shape[0], stride)
         grid_h, grid_w = rays.x_per_z.shape
@@ -396,15 +402,15 @@ class DepthPipeline:
         cloud, points = self._message(("cloud", view, grid_h, grid_w),
                                       lambda: empty_cloud(grid_h, grid_w, fourth, header), header)
         if view == "thermal":
-            xyz_intensity_points(depth, rays, stride, self._intensity(prepared, depth.shape),
-                                 out=points)
+            xyz_intensity_points(depth, rays, stride,
+                                 self._intensity(prepared, depth.shape, stride), out=points)
         else:
-            xyz_rgb_points(depth, rays, stride, self._colours(prepared, depth.shape), out=points)
+            xyz_rgb_points(depth, rays, stride, self._colours(prepared, depth.shape, stride),
+                           out=points)
         return cloud
 
-    def _intensity(self, prepared: Prepared, out_hw: tuple[int, int]) -> np.ndarray:
+    def _intensity(self, prepared: Prepared, out_hw: tuple[int, int], stride: int) -> np.ndarray:
         """Thermal brightness in [0, 1] as the network saw it, on the strided grid. [h, w] f32."""
-        stride = self.config.points_stride
         unit = prepared.thermal_input[0, 0]  # [h, w] at the network size
         if unit.shape != tuple(out_hw):  # output_size=camera: resample (pixel centres) first,
             unit = cv2.resize(unit, (out_hw[1], out_hw[0]), interpolation=cv2.INTER_LINEAR)
@@ -414,14 +420,13 @@ class DepthPipeline:
         unit += preprocess.NORM_MEAN
         return np.clip(unit, 0.0, 1.0, out=unit)
 
-    def _colours(self, prepared: Prepared, out_hw: tuple[int, int]) -> np.ndarray:
+    def _colours(self, prepared: Prepared, out_hw: tuple[int, int], stride: int) -> np.ndarray:
         """RGB colour of each point on the strided grid. [h, w, 3] uint8.
 
         At the network size (output_size network) a point's colour is the network input's
         pixel: the RGB image resized bilinearly, pixel centres aligned, as the network saw it
         (the thermal view's intensity is the same). At the camera size it is the camera's pixel.
         """
-        stride = self.config.points_stride
         rgb = prepared.rgb_small if prepared.rgb_small.shape[:2] == out_hw else prepared.rgb
         if rgb.ndim == 2:
             rgb = np.repeat(rgb[:, :, None], 3, axis=2)  # mono camera: grey points

@@ -52,16 +52,21 @@ class ApproximateTimeSync:
     """
 
     def __init__(self, slop_s: float, queue_size: int):
-        if slop_s < 0.0:
-            raise ValueError(f"sync slop must be >= 0 s, got {slop_s}")
         if queue_size < 1:
             raise ValueError(f"sync queue size must be >= 1, got {queue_size}")
-        self.slop_ns = int(round(slop_s * 1e9))
+        self.set_slop(slop_s)
         self.queue_size = int(queue_size)
         self.stats = SyncStats()
         self._queues: tuple[deque, deque] = (deque(), deque())  # (stamp_ns, item), oldest first
         self._last_ns: list[int | None] = [None, None]
         self._min_gap_ns: list[int | None] = [None, None]  # smallest stamp gap seen per stream
+
+    def set_slop(self, slop_s: float) -> None:
+        """The largest stamp difference that pairs, from the next message on (queued messages
+        stay and pair under the new slop)."""
+        if slop_s < 0.0:
+            raise ValueError(f"sync slop must be >= 0 s, got {slop_s}")
+        self.slop_ns = int(round(slop_s * 1e9))
 
     def reset(self) -> None:
         """Forget everything queued and the last stamps (counted as dropped-unmatched)."""

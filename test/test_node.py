@@ -463,3 +463,98 @@ def _agc_frame(rng) -> np.ndarray:
     import cv2
 
     return cv2.GaussianBlur(rng.integers(0, 256, (256, 640), dtype=np.uint8), (7, 7), 2.0)
+
+
+# --- parameters changed while the node runs (`ros2 param set`) -----------------------------------
+
+def _parameter_service(h: Harness, service, name: str, request):
+    """Call /<ns>/depth_fusion/<name> (rcl_interfaces) from the harness's node; the response."""
+    client = h.node.create_client(service, f"/{h.ns}/depth_fusion/{name}")
+    assert h.spin_until(lambda: client.service_is_ready(), 30.0), f"no {name} service"
+    future = client.call_async(request)
+    assert h.spin_until(future.done, 30.0), f"no answer from {name}"
+    h.node.destroy_client(client)
+    return future.result()
+
+
+def _set(h: Harness, **values) -> dict[str, tuple[bool, str]]:
+    """`ros2 param set` for each value (not atomic, as the CLI does): name -> (ok, reason)."""
+    from rcl_interfaces.srv import SetParameters
+    from rclpy.parameter import Parameter
+
+    request = SetParameters.Request(parameters=[Parameter(name, value=value).to_parameter_msg()
+                                                for name, value in values.items()])
+    results = _parameter_service(h, SetParameters, "set_parameters", request).results
+    return {name: (r.successful, r.reason) for name, r in zip(values, results, strict=True)}
+
+
+def _get(h: Harness, *names: str) -> list:
+    from rcl_interfaces.srv import GetParameters
+    from rclpy.parameter import parameter_value_to_python
+
+    values = _parameter_service(h, GetParameters, "get_parameters",
+                                GetParameters.Request(names=list(names))).values
+    return [parameter_value_to_python(v) for v in values]
+
+
+def _outputs_of_a_new_pair(h: Harness, timeout_s: float = 60.0) -> dict[str, object]:
+    """Publish pairs (a new stamp every 2 s: a repeated stamp is dropped) until one comes back
+    whole; topic -> its message. Every pair is sent after this call began."""
+    topics = ("thermal/depth/image", "rgb/depth/image", "thermal/depth/points")
+    sent: list[int] = []
+
+    def found() -> dict[str, object] | None:
+        for stamp_ns in sent:
+            got = {t: m for t in topics for _, m in h.received[t]
+                   if _stamp_ns(m.header) == stamp_ns}
+            if len(got) == len(topics):
+                return got
+        return None
+
+    deadline = time.monotonic() + timeout_s
+    while found() is None and time.monotonic() < deadline:
+        h.publish_infos()
+        h.spin_until(lambda: False, 0.2)  # the infos before their images
+        sent.append(time.time_ns())
+        h.publish_pair(sent[-1])
+        h.spin_until(lambda: found() is not None, 2.0)
+    assert found() is not None, h.log_path.read_text()
+    return found()
+
+
+def test_live_parameters_apply_to_the_next_pair_and_the_rest_are_refused(harness_factory):
+    h = harness_factory("live", input_qos="reliable")
+    h.wait_ready()
+    before = _outputs_of_a_new_pair(h)
+    depth = image_to_numpy_nan(before["thermal/depth/image"])
+    valid = depth[np.isfinite(depth)]
+    assert before["thermal/depth/points"].width == 640 and valid.size > depth.size // 2
+    new_max = float(np.median(valid))  # half the valid pixels lie beyond it
+
+    # ros2 param set max_depth_m / points_stride: applied from the next pair on
+    assert _set(h, max_depth_m=new_max, points_stride=2) == {
+        "max_depth_m": (True, ""), "points_stride": (True, "")}
+    after = _outputs_of_a_new_pair(h)
+    depth = image_to_numpy_nan(after["thermal/depth/image"])
+    assert np.nanmax(depth) <= new_max
+    assert np.isfinite(depth).sum() <= 0.55 * valid.size
+    cloud = cloud_to_numpy(after["thermal/depth/points"])
+    assert cloud.shape == (128, 320, 4)  # every 2nd row and column
+    assert np.nanmax(cloud[..., 2]) <= new_max
+    log = h.log_path.read_text()
+    assert "parameter points_stride: 1 -> 2" in log and "parameter max_depth_m: 80.0 ->" in log
+
+    # refused, naming the parameter and why; the values stay and the node keeps running
+    refused = _set(h, backend="torch", min_depth_m=500.0, min_confidence=0.5, sync_slop_s=-1.0,
+                   max_rate_hz="fast")
+    assert not any(ok for ok, _ in refused.values()), refused
+    assert "read-only" in refused["backend"][1]
+    assert "'max_depth_m'" in refused["min_depth_m"][1] and "min_depth_m" in refused["min_depth_m"][1]
+    assert "needs confidence outputs" in refused["min_confidence"][1]
+    assert "'sync_slop_s' = -1.0 is out of range" in refused["sync_slop_s"][1]
+    assert "'max_rate_hz' must be float" in refused["max_rate_hz"][1]
+    assert _get(h, "backend", "min_depth_m", "min_confidence", "sync_slop_s", "max_rate_hz") == [
+        "auto", 0.1, 0.0, 0.03, 0.0]
+    again = _outputs_of_a_new_pair(h)
+    assert cloud_to_numpy(again["thermal/depth/points"]).shape == (128, 320, 4)
+    assert np.nanmax(image_to_numpy_nan(again["rgb/depth/image"])) <= new_max

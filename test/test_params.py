@@ -18,7 +18,7 @@ import pytest
 import rclpy
 import yaml
 from rcl_interfaces.msg import ParameterType
-from rcl_interfaces.srv import GetParameters
+from rcl_interfaces.srv import GetParameters, SetParameters
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.parameter import Parameter
 
@@ -141,6 +141,10 @@ def test_node_scripts_print_their_parameters_for_help(script):
         listed = [line.split(" = ")[0].strip() for line in result.stdout.splitlines()
                   if line.startswith("  ") and " = " in line]
         assert listed == names
+        live = [line.split(" = ")[0].strip() for line in result.stdout.splitlines()
+                if line.startswith("  ") and line.endswith(" (live)")]
+        assert live == ([n for n in names if n in params.LIVE_PARAMETERS]
+                        if script == "depth_fusion_node" else [])
     # inside --ros-args, -h is not the program's (a remap or value could look like it)
     assert not params.wants_help([script, "--ros-args", "-p", "x:=1", "-h"])
     assert params.wants_help([script, "--help", "--ros-args", "-p", "x:=1"])
@@ -239,30 +243,38 @@ def _shipped_yaml_with(name: str, tmp_path: Path, changes: dict, key: str | None
     return path
 
 
-def _parameters_over_dds(proc: subprocess.Popen, node_fqn: str, names: list[str],
-                         log: Path, timeout_s: float = 120.0) -> dict[str, object]:
-    """Ask the running node's parameter service (a real rclpy client) for some values."""
+def _service_over_dds(proc: subprocess.Popen, node_fqn: str, service, name: str, request,
+                      log: Path, timeout_s: float = 120.0):
+    """Call the running node's rcl_interfaces service `name` with a real rclpy client."""
     context = rclpy.Context()
     rclpy.init(context=context)
     try:
         client_node = rclpy.create_node("params_client", context=context)
-        client = client_node.create_client(GetParameters, f"{node_fqn}/get_parameters")
+        client = client_node.create_client(service, f"{node_fqn}/{name}")
         deadline = time.monotonic() + timeout_s
         while not client.wait_for_service(timeout_sec=0.5):
             assert proc.poll() is None, f"{node_fqn} exited early:\n{log.read_text()}"
-            assert time.monotonic() < deadline, f"no {node_fqn}/get_parameters:\n{log.read_text()}"
-        future = client.call_async(GetParameters.Request(names=names))
+            assert time.monotonic() < deadline, f"no {node_fqn}/{name}:\n{log.read_text()}"
+        future = client.call_async(request)
         rclpy.spin_until_future_complete(client_node, future, timeout_sec=30.0,
                                          executor=SingleThreadedExecutor(context=context))
-        assert future.done(), f"no answer from {node_fqn}/get_parameters"
-        fields = {ParameterType.PARAMETER_DOUBLE: "double_value",
-                  ParameterType.PARAMETER_INTEGER: "integer_value",
-                  ParameterType.PARAMETER_STRING: "string_value",
-                  ParameterType.PARAMETER_BOOL: "bool_value"}
-        return {name: getattr(value, fields[value.type])
-                for name, value in zip(names, future.result().values, strict=True)}
+        assert future.done(), f"no answer from {node_fqn}/{name}"
+        return future.result()
     finally:
         rclpy.shutdown(context=context)
+
+
+def _parameters_over_dds(proc: subprocess.Popen, node_fqn: str, names: list[str],
+                         log: Path) -> dict[str, object]:
+    """Ask the running node's parameter service for some values."""
+    values = _service_over_dds(proc, node_fqn, GetParameters, "get_parameters",
+                               GetParameters.Request(names=names), log).values
+    fields = {ParameterType.PARAMETER_DOUBLE: "double_value",
+              ParameterType.PARAMETER_INTEGER: "integer_value",
+              ParameterType.PARAMETER_STRING: "string_value",
+              ParameterType.PARAMETER_BOOL: "bool_value"}
+    return {name: getattr(value, fields[value.type])
+            for name, value in zip(names, values, strict=True)}
 
 
 def _run(command: list[str], log: Path) -> subprocess.Popen:
@@ -312,9 +324,15 @@ def test_evaluator_params_file_keyed_by_wildcard_applies_in_a_namespace(tmp_path
                                                       "-r", "__ns:=/cam"], log)
     try:
         got = _parameters_over_dds(proc, "/cam/depth_fusion_evaluator", list(changes), log)
+        # read at start-up only: `ros2 param set` is refused, not silently ignored
+        request = SetParameters.Request(parameters=[
+            Parameter("queue_size", value=9).to_parameter_msg()])
+        refused = _service_over_dds(proc, "/cam/depth_fusion_evaluator", SetParameters,
+                                    "set_parameters", request, log).results[0]
     finally:
         _stop(proc)
     assert got == changes
+    assert not refused.successful and "read-only" in refused.reason
     assert (tmp_path / "summary.md").read_text().startswith("## depth_fusion_evaluator summary")
 
 
@@ -413,3 +431,43 @@ def test_tensorrt_backend_with_onnx_on_cpu_exits_2_naming_device(tiny_onnx_model
     assert result.returncode == 2, output
     assert "cannot start: parameter device='cpu': the tensorrt backend needs 'cuda[:N]'" in output
     assert not (tmp_path / "engines").exists()  # refused before touching the cache
+
+
+# --- live parameters -------------------------------------------------------------------------------
+
+def test_with_changes_applies_live_parameters_and_refuses_the_rest():
+    current = params.params_from_mapping({"model_path": "m.onnx"})
+    new = params.with_changes(current, {"max_depth_m": 40, "points_stride": 4,
+                                        "check_image_usable": False})
+    assert (new.max_depth_m, new.points_stride, new.check_image_usable) == (40.0, 4, False)
+    assert type(new.max_depth_m) is float and new.model_path == "m.onnx"
+    assert current.max_depth_m == 80.0  # the old configuration is untouched (frozen)
+    with pytest.raises(params.ParameterError, match="parameter 'backend/device' cannot change "
+                                                    "while the node runs"):
+        params.with_changes(current, {"device": "cpu", "backend": "torch", "max_depth_m": 5.0})
+    with pytest.raises(params.ParameterError, match="'max_depth_m' = 0.05 must be > min_depth_m"):
+        params.with_changes(current, {"max_depth_m": 0.05})
+    with pytest.raises(params.ParameterError, match="'points_stride' = 0 is out of range"):
+        params.with_changes(current, {"points_stride": 0})
+    with pytest.raises(params.ParameterError, match="'min_confidence' must be float, got None"):
+        params.with_changes(current, {"min_confidence": None})  # `ros2 param delete`
+    assert set(params.LIVE_PARAMETERS) < set(params.parameter_defaults())
+
+
+def test_only_live_parameters_are_writable_on_a_node():
+    context = rclpy.Context()
+    rclpy.init(context=context)
+    try:
+        node = rclpy.create_node("params_live", context=context,
+                                 parameter_overrides=[Parameter("model_path", value="m.onnx")])
+        params.declare_and_read(node)
+        names = list(params.parameter_defaults())
+        writable = {n for n, d in zip(names, node.describe_parameters(names), strict=True)
+                    if not d.read_only}
+        assert writable == set(params.LIVE_PARAMETERS)
+        result = node.set_parameters([Parameter("output_size", value="camera")])[0]
+        assert not result.successful and "read-only" in result.reason
+        assert node.get_parameter("output_size").value == "network"
+        node.destroy_node()
+    finally:
+        rclpy.shutdown(context=context)
