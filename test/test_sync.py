@@ -139,3 +139,16 @@ def test_pair_queue_keeps_only_newest_when_the_worker_is_slower_than_the_input()
     assert [single.put(i, now_s=0.0) for i in range(3)] == [0, 1, 1] and single.take(0.0) == 2
     with pytest.raises(ValueError, match="max_pending"):
         PairQueue(max_pending=0)
+
+
+def test_slop_changed_while_running_applies_to_the_next_messages():
+    # the node's live sync_slop_s (ros2 param set): 25 ms apart is too far for 10 ms, then pairs
+    sync = ApproximateTimeSync(slop_s=0.01, queue_size=5)
+    events = [(0, i * 100 * MS) for i in range(4)] + [(1, i * 100 * MS + 25 * MS) for i in range(4)]
+    events.sort(key=lambda e: e[1])
+    assert _feed(sync, events[:4]) == []
+    sync.set_slop(0.03)
+    assert _feed(sync, events[4:]) == [(200 * MS, 225 * MS), (300 * MS, 325 * MS)]
+    with pytest.raises(ValueError, match="sync slop must be >= 0 s"):
+        sync.set_slop(-0.001)
+    assert sync.slop_ns == 30 * MS
