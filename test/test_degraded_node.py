@@ -98,8 +98,10 @@ def test_lost_camera_single_camera_mode_and_back(harness_factory, lost):
     assert single and single[0] <= after_timeout[1], (single[:3], after_timeout[:3])
     received_ns = min(t for t, m in h.received[f"{survivor}/depth/image"]
                       if _stamp_ns(m.header) == single[0])
-    # ... and it is out one inference (< 1 s on a busy 2-core machine) after that frame
-    assert (received_ns - last_lost_ns) / 1e9 <= STALE_S + PERIOD_S + 1.0
+    # ... and it is out one inference after that frame: a bound that only catches a switch that
+    # waits for something else (a later frame, a timer), not a speed target. Generous, because
+    # a loaded 2-core VM took 2.46 s once where 1.4 s is usual.
+    assert (received_ns - last_lost_ns) / 1e9 <= STALE_S + PERIOD_S + 3.0
     assert len(single) >= 3  # and later frames, one by one (the newest when inference is slow)
     h.spin_until(lambda: False, 0.3)
     assert not cams.stamps(lost, last_lost_ns)  # the missing camera's view: never meanwhile
