@@ -8,6 +8,7 @@ test asks the node's own parameter service over DDS what it was given.
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import subprocess
 import sys
@@ -36,6 +37,23 @@ def _command(executable: str) -> list[str]:
     module = {"depth_fusion_node": "depth_fusion_ros.node",
               "depth_fusion_evaluator": "depth_fusion_ros.evaluator"}[executable]
     return [sys.executable, "-m", module]
+
+
+@contextlib.contextmanager
+def _declared_node(name: str):
+    """An in-process node in its own context with the node's parameters declared (model_path
+    m.onnx); yields (node, the Params read)."""
+    context = rclpy.Context()
+    rclpy.init(context=context)
+    try:
+        node = rclpy.create_node(name, context=context,
+                                 parameter_overrides=[Parameter("model_path", value="m.onnx")])
+        try:
+            yield node, params.declare_and_read(node)
+        finally:
+            node.destroy_node()
+    finally:
+        rclpy.shutdown(context=context)
 
 
 # --- ranges, without ROS -------------------------------------------------------------------------
@@ -93,20 +111,12 @@ def test_range_edges_special_values_and_yaml_integers_are_accepted():
 
 
 def test_declared_parameters_describe_their_range():
-    context = rclpy.Context()
-    rclpy.init(context=context)
-    try:
-        node = rclpy.create_node("params_describe", context=context,
-                                 parameter_overrides=[Parameter("model_path", value="m.onnx")])
-        read = params.declare_and_read(node)
+    with _declared_node("params_describe") as (node, read):
         assert read.model_path == "m.onnx"
         described = node.describe_parameters(["sync_slop_s", "max_rate_hz", "backend"])
         assert described[0].additional_constraints == "finite, a value in [0, 10] s"
         assert described[1].additional_constraints == "finite, 0 (no cap) or a value in [0.01, 1000] Hz"
         assert described[2].additional_constraints == ""
-        node.destroy_node()
-    finally:
-        rclpy.shutdown(context=context)
 
 
 # --- start-up errors of the real processes -------------------------------------------------------
@@ -455,12 +465,7 @@ def test_with_changes_applies_live_parameters_and_refuses_the_rest():
 
 
 def test_only_live_parameters_are_writable_on_a_node():
-    context = rclpy.Context()
-    rclpy.init(context=context)
-    try:
-        node = rclpy.create_node("params_live", context=context,
-                                 parameter_overrides=[Parameter("model_path", value="m.onnx")])
-        params.declare_and_read(node)
+    with _declared_node("params_live") as (node, _):
         names = list(params.parameter_defaults())
         writable = {n for n, d in zip(names, node.describe_parameters(names), strict=True)
                     if not d.read_only}
@@ -468,6 +473,3 @@ def test_only_live_parameters_are_writable_on_a_node():
         result = node.set_parameters([Parameter("output_size", value="camera")])[0]
         assert not result.successful and "read-only" in result.reason
         assert node.get_parameter("output_size").value == "network"
-        node.destroy_node()
-    finally:
-        rclpy.shutdown(context=context)
