@@ -114,10 +114,10 @@ def test_cli_view_subset_and_size_override(small_ckpt, tmp_path, capsys):
 def test_bad_arguments_fail_with_clear_message(tiny_onnx_model, tmp_path, capsys):
     ckpt = tiny_onnx_model.parent / "tiny_fusion.pt"
     assert export_mod.main(["--checkpoint", str(ckpt), "--out", str(tmp_path / "m.onnx"),
-                            "--views", "nir"]) == 1
+                            "--views", "nir"]) == 2  # bad input: 2
     assert "--views nir: this model outputs thermal,rgb" in capsys.readouterr().err
     assert export_mod.main(["--checkpoint", str(tmp_path / "nope.pt"),
-                            "--out", str(tmp_path / "m.onnx")]) == 1
+                            "--out", str(tmp_path / "m.onnx")]) == 2
     assert "nope.pt does not exist" in capsys.readouterr().err
     assert list(tmp_path.iterdir()) == []
 
@@ -130,6 +130,10 @@ def test_failed_parity_leaves_no_files(small_ckpt, tmp_path, monkeypatch):
     with pytest.raises(export_mod.ExportError, match="differs from PyTorch"):
         export_mod.export_checkpoint(ckpt, out, views="thermal")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["strict.onnx"]
+    assert out.read_bytes() == b"old model" and not sidecar_path(out).exists()
+    # from the command line: the export itself failed, exit 1 (bad input would be 2)
+    assert export_mod.main(["--checkpoint", str(ckpt), "--out", str(out), "--views",
+                            "thermal"]) == 1
     assert out.read_bytes() == b"old model" and not sidecar_path(out).exists()
 
 
@@ -144,12 +148,12 @@ def test_aoti_package_is_fp32_pt2_only(small_ckpt, tmp_path, capsys):
     """An AOTInductor package runs the fp32 kernels it was compiled with: an fp16 sidecar would
     misreport it, so the combination is refused (before any CUDA is needed)."""
     assert export_mod.main(["--checkpoint", str(small_ckpt), "--out", str(tmp_path / "m.pt2"),
-                            "--aoti", "--precision", "fp16"]) == 1
+                            "--aoti", "--precision", "fp16"]) == 2
     err = capsys.readouterr().err
     assert "--aoti with --precision fp16 is not supported" in err
     assert "plain .pt2 with --precision fp16" in err
     assert export_mod.main(["--checkpoint", str(small_ckpt), "--out", str(tmp_path / "m.onnx"),
-                            "--aoti"]) == 1
+                            "--aoti"]) == 2
     assert "--aoti packages a .pt2" in capsys.readouterr().err
     assert list(tmp_path.iterdir()) == []
 

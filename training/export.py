@@ -11,6 +11,9 @@ with ONNX Runtime (max |diff| < 1e-3 m or the export fails). pt2: a `torch.expor
 for the torch backend (optionally an fp32 AOTInductor package on CUDA with `--aoti`). Both get
 the sidecar of depth_fusion_ros.metadata; files are written under temporary names and renamed,
 model first and sidecar last, so an interrupted export never leaves a complete-looking pair.
+
+Exit codes (the project's convention, README "Exit codes"): 0 written, 1 the export or its
+parity check failed, 2 bad input (arguments, a missing or unreadable checkpoint).
 """
 from __future__ import annotations
 
@@ -358,6 +361,8 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def main(argv=None) -> int:
+    from training.checkpoint import CheckpointError
+
     args = parse_args(argv)
     fmt = args.format or args.out.suffix.lstrip(".")
     torch.manual_seed(0)
@@ -365,7 +370,10 @@ def main(argv=None) -> int:
         export_checkpoint(args.checkpoint, args.out, fmt=fmt, views=args.views,
                           height=args.height, width=args.width, opset=args.opset,
                           precision=args.precision, aoti=args.aoti, verbose=True)
-    except (ExportError, ValueError, RuntimeError) as exc:
+    except (ValueError, CheckpointError) as exc:  # bad input: the message names what to fix
+        print(f"export failed: {exc}", file=sys.stderr)
+        return 2
+    except RuntimeError as exc:  # ExportError (parity, forbidden ops) or torch's own failure
         print(f"export failed: {exc}", file=sys.stderr)
         return 1
     return 0
