@@ -80,9 +80,15 @@ def main() -> int:
             "synthetic": lambda: run_bench("Synthetic MS2 generation speed",
                                            ["bench/synthetic_speed.py", "--no-record"]),
             "bag": lambda: run_bench("ms2_to_bag conversion speed", ["bench/bag_speed.py"]),
-            "bag_to_ms2": lambda: run_bench(
-                "bag_to_ms2 conversion speed and GT accuracy (simulated rig)",
-                ["bench/bag_to_ms2_speed.py"] + (["--seconds", "2"] if args.quick else [])),
+            "bag_to_ms2": lambda: [run_bench(
+                f"bag_to_ms2 conversion speed and GT accuracy (simulated rig{label})",
+                ["bench/bag_to_ms2_speed.py"] + (["--seconds", "2"] if args.quick else []) + flag)
+                for label, flag in (("", []), (", no motion compensation",
+                                               ["--no-motion-compensation"]))],
+            "rig_finetune": lambda: run_bench(
+                "Fine-tuning the demo model on another rig (synthetic rig bags, bag_to_ms2)",
+                ["bench/rig_finetune.py", "--no-record"]
+                + (["--train-drives", "1", "--seconds", "2", "--steps", "20"] if args.quick else [])),
             "train": lambda: run_bench("Training steps/s, tiny_synthetic on CPU",
                                        ["bench/train_speed.py", "--steps", "20"]),
             "model": lambda: run_bench("Parameter counts and swin_t CPU forward at 1x256x640",

@@ -108,6 +108,27 @@ def test_sqlite_compressed_odometry_selection_and_test_split(tmp_path):
     assert check_sequence(drive, out, "stop_t0-1.3")["abs_rel_median"]["rgb"] < 0.01
 
 
+def test_several_bags_in_one_command_and_the_day_night_rule(tmp_path):
+    day, night = tmp_path / "day_drive", tmp_path / "night_drive"
+    write_rig_bag(day, DriveSpec(seconds=0.6, scale=0.5, seed=6))
+    write_rig_bag(night, DriveSpec(seconds=0.6, scale=0.5, seed=7, kind="night"))
+    out = tmp_path / "data"
+    # one command, two bags: one sequence each, filed by the brightness rule
+    assert main([str(day), str(night), "--out", str(out), *LIDAR, "--split", "test"]) == 0
+    assert ms2.read_split(out, "test_day") == ["day_drive"]
+    assert ms2.read_split(out, "test_night") == ["night_drive"]
+    # rain is never guessed: only by hand; the lists are merged, not replaced
+    assert main([str(day), "--out", str(out), *LIDAR, "--split", "test", "--condition", "rain",
+                 "--sequence", "day_as_rain"]) == 0
+    assert ms2.read_split(out, "test_rainy") == ["day_as_rain"]
+    assert ms2.read_split(out, "test_day") == ["day_drive"]
+    assert ms2.read_split(out, "test_night") == ["night_drive"]
+    assert ms2.read_conditions(out) == {"day_drive": "day", "night_drive": "night",
+                                        "day_as_rain": "rain"}
+    for seq in ("day_drive", "night_drive", "day_as_rain"):
+        assert ms2.list_frames(out, seq)  # each a complete sequence
+
+
 def test_without_odometry_points_are_not_compensated_and_say_so(rig, converted, tmp_path,
                                                                 capsys):
     bag = tmp_path / "noodom"
