@@ -153,11 +153,20 @@ class SequenceWriter:
                      .splitlines(keepends=True) if ln.endswith("\n")}
             (self.sync_tmp / name).write_text("".join(lines[f] for f in self.frames if f in lines))
         (self.sync_tmp / JOURNAL).unlink()
+        # An older sequence of this name (--force) leaves view first, by one atomic rename of
+        # its images (they make a sequence visible): a crash from here on never shows its
+        # images with the new depth maps; the sequence is then missing and a rerun converts it.
+        replaced = self.root / "sync_data" / f".{self.seq}.replaced"
+        shutil.rmtree(replaced, ignore_errors=True)
+        if (self.root / "sync_data" / self.seq).exists():
+            (self.root / "sync_data" / self.seq).rename(replaced)
+            _fsync_dir(self.root / "sync_data")
         for tmp in (self.depth_tmp, self.sync_tmp):  # images last: they make the frames visible
             final = tmp.with_name(self.seq)
             shutil.rmtree(final, ignore_errors=True)
             tmp.rename(final)
         _fsync_dir(self.root / "sync_data")
+        shutil.rmtree(replaced, ignore_errors=True)
         return self.root / "sync_data" / self.seq
 
     def close(self) -> None:

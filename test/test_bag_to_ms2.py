@@ -19,7 +19,7 @@ from depth_fusion_ros.bag.frame_plan import clock_boundaries, pair_nearest
 from depth_fusion_ros.bag.sensor_decode import header_from_cdr
 from depth_fusion_ros.bag.tf_buffer import TfBuffer, TfError
 from depth_fusion_ros.lidar_projection import LidarView, ProjectionConfig, lidar_depth
-from depth_fusion_ros.ms2_writer import depth_to_png, format_stamp_line
+from depth_fusion_ros.ms2_writer import SequenceWriter, depth_to_png, format_stamp_line
 from training.synthetic.rig_bag import Faults, write_rig_bag
 from training.synthetic.rig_check import check_sequence, read_provenance
 from training.synthetic.rig_drive import DriveSpec
@@ -319,3 +319,43 @@ def test_writer_units_round_trip(tmp_path):
     raw = bytes([0, 1, 0, 0]) + (5).to_bytes(4, "little") + (7).to_bytes(4, "little") \
         + (4).to_bytes(4, "little") + b"cam\x00"
     assert header_from_cdr(raw) == (5_000_000_007, "cam")
+
+
+def _one_frame_sequence(root: Path, seq: str, value: int) -> SequenceWriter:
+    writer = SequenceWriter(root, seq)
+    writer.write_frame("000000", thermal=np.full((4, 6), value, np.uint16),
+                       rgb=np.full((4, 6, 3), value, np.uint8),
+                       depth={v: np.full((4, 6), value, np.uint16) for v in ms2.VIEWS},
+                       stamps_ns={"thr": value, "rgb": value})
+    return writer
+
+
+def test_replacing_a_sequence_never_shows_old_images_with_new_depth(tmp_path, monkeypatch):
+    root = tmp_path / "data"
+    _one_frame_sequence(root, "seq", 1).commit()
+    _one_frame_sequence(root, "seq", 2).commit()  # --force: replaced whole
+    assert ms2.read_depth(root, "seq", "thr", "000000").max() == pytest.approx(2 / 256)
+    assert int(ms2.read_thermal(root, "seq", "000000").max()) == 2
+    assert sorted(p.name for p in (root / "sync_data").iterdir()) == ["seq"]
+    # killed right after the new depth maps moved in, before anything else
+    writer = _one_frame_sequence(root, "seq", 3)
+    real_rename = Path.rename
+
+    def rename(self, target):
+        done = real_rename(self, target)
+        if self == writer.depth_tmp:
+            raise KeyboardInterrupt  # stands in for the kill
+        return done
+
+    monkeypatch.setattr(Path, "rename", rename)
+    with pytest.raises(KeyboardInterrupt):
+        writer.commit()
+    monkeypatch.undo()
+    # the old images are out of view: the sequence is missing (a rerun converts it), never
+    # value-2 images beside value-3 depth maps
+    assert not (root / "sync_data" / "seq").exists()
+    assert ms2.read_depth(root, "seq", "thr", "000000").max() == pytest.approx(3 / 256)
+    _one_frame_sequence(root, "seq", 4).commit()  # the rerun
+    assert int(ms2.read_thermal(root, "seq", "000000").max()) == 4
+    assert sorted(p.name for p in (root / "sync_data").iterdir()) == ["seq"]
+
