@@ -228,7 +228,16 @@ def test_failed_resume_keeps_the_run_resumable_and_a_finished_run_is_left_alone(
     assert load_checkpoint(run / "last.pt")["step"] == 4
     finished = (run / "last.pt").read_bytes()
     scalars = (run / "scalars.csv").read_text()
+    # what a run SIGKILLed mid-save leaves (its PID gone); a live writer's is left alone
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True)
+    stale = run / f".last.pt.{int(gone.stdout)}.k1ll3d_x.tmp"
+    live = run / f".best.pt.{os.getppid()}.l1v3_abc.tmp"
+    for path in (stale, live):
+        path.write_bytes(finished[:100])
     assert train.main(["--out", str(run), "--resume"]) == 0  # finished: nothing to do
+    assert not stale.exists() and live.exists()  # removed by the run, not only by a save
+    live.unlink()
     assert (run / "last.pt").read_bytes() == finished
     assert (run / "scalars.csv").read_text() == scalars
     assert "finished at step 4 of 4: nothing to do" in (run / "train.log").read_text()

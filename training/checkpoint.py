@@ -4,8 +4,9 @@ A checkpoint is `{"model", "config", "step", "optimizer", "scheduler", "rng", "b
 Writes go to a temporary file in the same folder, are fsync'ed, then `os.replace`d over the target
 (atomic on POSIX), and the folder is fsync'ed: a crash or SIGKILL at any point leaves either the
 old complete file or the new complete file, never a truncated one. The temporary file of a run
-killed mid-write (`.last.pt.<pid>.XXXXXXXX.tmp`) is removed by the next save of the same file once
-that PID is gone (depth_fusion_ros.fileio.atomic_output).
+killed mid-write (`.last.pt.<pid>.XXXXXXXX.tmp`) is removed once that PID is gone, when the next
+`training.train` in that run folder starts and by the next save of the same file
+(depth_fusion_ros.fileio.atomic_output).
 """
 from __future__ import annotations
 

@@ -374,6 +374,16 @@ def _write_run_files(cfg: TrainConfig, run_dir: Path, argv: list[str]) -> None:
         handle.write(f"{stamp}  {sys.executable} -m training.train {' '.join(argv)}\n")
 
 
+def _remove_stale_checkpoint_temporaries(run_dir: Path) -> None:
+    """Temporaries of checkpoint writes whose process is gone (a SIGKILL mid-save): removed on
+    the next run, not only on its next save of the same file."""
+    from depth_fusion_ros.fileio import remove_stale_temporaries, temporary_pattern
+
+    for name in ("last.pt", "best.pt"):
+        for path in remove_stale_temporaries(run_dir, temporary_pattern(run_dir / name)):
+            LOG.info("removed %s, left by a killed run's checkpoint write", path.name)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     args = parse_args(argv)
@@ -390,6 +400,8 @@ def main(argv: list[str] | None = None) -> int:
         _write_run_files(cfg, run_dir, argv)
     setup_logging(run_dir / "train.log" if rank == 0 else None)
     LOG.info("run folder %s on %s (world size %d)", run_dir, device, world)
+    if rank == 0:
+        _remove_stale_checkpoint_temporaries(run_dir)
     try:
         trainer = Trainer(cfg, run_dir, rank=rank, world=world, device=device,
                           load_init=not args.resume)
