@@ -247,6 +247,62 @@ def test_compressed_inputs_bad_data_is_counted_and_valid_data_works(harnesses):
     assert f"dropped message on /comp/{thermal_topic} (wrong_bit_depth)" in log
 
 
+def test_remapped_base_topic_moves_its_compressed_depth_topic(harnesses):
+    # image_transport's naming: thermal/image_raw remapped to a driver's topic, the
+    # compressedDepth transport then lives at <that topic>/compressedDepth
+    h = harnesses(Harness, "remap", input_qos="reliable", publish_points=False,
+                  thermal_transport="compressedDepth",
+                  remaps={"thermal/image_raw": "/lwir/image"})
+    del h.pub["thermal/image_raw"]
+    h.pub["thermal/image_raw/compressedDepth"] = h.node.create_publisher(
+        CompressedImage, "/lwir/image/compressedDepth", RELIABLE)
+    h.wait_ready()
+    assert h.node.count_publishers("/remap/thermal/image_raw/compressedDepth") == 0
+    assert h.node.count_subscribers("/lwir/image/compressedDepth") == 1
+    h.publish_infos()
+    counts = np.random.default_rng(3).integers(3000, 6000, (256, 640), dtype=np.uint16)
+    ok, png = cv2.imencode(".png", counts)
+    assert ok
+    header = bytes(12)  # compressed_depth_image_transport's ConfigHeader (unused for 16UC1)
+
+    def publish(stamp_ns):
+        msg = CompressedImage(format="16UC1; compressedDepth png", data=header + png.tobytes())
+        msg.header.stamp.sec, msg.header.stamp.nanosec = divmod(stamp_ns, 1_000_000_000)
+        msg.header.frame_id = "thermal_optical"
+        h.pub["thermal/image_raw/compressedDepth"].publish(msg)
+        h.rgb.header.stamp = msg.header.stamp
+        h.pub["rgb/image_raw"].publish(h.rgb)
+
+    _publish_until_output(h, publish)
+    depth = image_to_numpy_nan(h.received["thermal/depth/image"][-1][1])
+    assert depth.shape == (256, 640) and np.isfinite(depth).mean() > 0.99
+
+
+def test_rectify_parameters_reach_the_pipeline(harnesses):
+    # thermal_rectify false: the image is rectified already, its D (even of a lens model the
+    # node could not undo) is not used; rgb_rectify true: pincushion D is undone, and the corners
+    # of the rectified image that no raw pixel covers are NaN
+    h = harnesses(Harness, "rectify", input_qos="reliable", publish_points=False,
+                  thermal_rectify=False, rgb_rectify=True)
+    h.infos["thermal"].distortion_model, h.infos["thermal"].d = "custom_lens", [0.2]
+    h.infos["rgb"].d = [0.3, 0.0, 0.0, 0.0, 0.0]
+    h.wait_ready()
+    h.publish_infos()
+
+    def publish(stamp_ns):
+        h.publish_infos()
+        h.publish_pair(stamp_ns)
+
+    _publish_until_output(h, publish)
+    thermal = image_to_numpy_nan(h.received["thermal/depth/image"][-1][1])
+    rgb = image_to_numpy_nan(h.received["rgb/depth/image"][-1][1])
+    assert np.isfinite(thermal).mean() > 0.99  # nothing rectified away
+    assert np.isnan(rgb[:8, :8]).all() and np.isnan(rgb[-8:, -8:]).all()  # corners: no pixel
+    assert np.isfinite(rgb[100:156, 250:390]).all()  # the centre: rectified pixels
+    info = h.received["rgb/depth/camera_info"][-1][1]
+    assert not any(info.d) and info.distortion_model == "plumb_bob"  # the rectified image's
+
+
 class RigHarness(Harness):
     """Harness publishing the rig's compressed images and camera_infos."""
 

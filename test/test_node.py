@@ -54,9 +54,10 @@ class Harness:
     """The node process plus a test-side rclpy node publishing inputs and collecting outputs."""
 
     def __init__(self, model: Path, tmp_path: Path, namespace: str,
-                 input_qos_of: dict[str, QoSProfile] | None = None, **params):
+                 input_qos_of: dict[str, QoSProfile] | None = None,
+                 remaps: dict[str, str] | None = None, **params):
         """input_qos_of: QoS of this side's publishers by topic ('thermal/image_raw', ...);
-        reliable where not given."""
+        reliable where not given. remaps: the node's `-r from:=to` remappings."""
         self.ns = namespace
         values = {"model_path": str(model), "device": "cpu", "warmup_iterations": 1,
                   "output_qos": "reliable", **params}
@@ -68,7 +69,8 @@ class Harness:
         self.log = open(self.log_path, "w")  # noqa: SIM115 - closed in close()
         self.proc = subprocess.Popen(
             _node_command() + ["--ros-args", "--params-file", str(yaml_path),
-                               "-r", f"__ns:=/{namespace}"],
+                               "-r", f"__ns:=/{namespace}"]
+            + [arg for pair in (remaps or {}).items() for arg in ("-r", ":=".join(pair))],
             stdout=self.log, stderr=subprocess.STDOUT)
         self.context = rclpy.Context()
         rclpy.init(context=self.context)
