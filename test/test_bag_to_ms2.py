@@ -129,6 +129,26 @@ def test_several_bags_in_one_command_and_the_day_night_rule(tmp_path):
         assert ms2.list_frames(out, seq)  # each a complete sequence
 
 
+def test_two_lidar_topics_are_merged(rig, converted, tmp_path):
+    # the same drive as `rig`, its sweep split column-wise over two topics (two LiDARs)
+    bag = tmp_path / "two_lidars"
+    drive = write_rig_bag(bag, SPEC, lidar_halves=True)
+    both, one = tmp_path / "both", tmp_path / "one"
+    assert main([str(bag), "--out", str(both), "--lidar-topic", "/lidar/points",
+                 "--lidar-topic", "/lidar/points_b", "--quiet"]) == 0
+    assert main([str(bag), "--out", str(one), "--lidar-topic", "/lidar/points_b", "--quiet"]) == 0
+    figures = {name: check_sequence(drive, root, "two_lidars") for name, root in
+               (("both", both), ("one", one))}
+    whole = check_sequence(rig[1], converted, "drive")  # one topic with the whole sweep
+    for view in ("thr", "rgb"):
+        assert figures["both"]["abs_rel_median"][view] < 0.01
+        # both topics: about the whole sweep's ground truth; one of them: about half of it
+        assert figures["both"]["gt_pixels"][view] >= 0.9 * whole["gt_pixels"][view]
+        assert 0.3 < figures["one"]["gt_pixels"][view] / whole["gt_pixels"][view] < 0.7
+    record = (both / "sync_data" / "two_lidars" / "bag_to_ms2.json").read_text()
+    assert "/lidar/points_b" in record
+
+
 def test_without_odometry_points_are_not_compensated_and_say_so(rig, converted, tmp_path,
                                                                 capsys):
     bag = tmp_path / "noodom"

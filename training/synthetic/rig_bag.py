@@ -38,6 +38,7 @@ from depth_fusion_ros.bag.integrity import seal_mcap
 from .rig_drive import DISTORTION, FRAMES, Drive, DriveSpec, raw_intrinsics
 
 LATENCY_NS = {"camera": 5_000_000, "lidar": 2_000_000, "tf": 1_000_000}
+LIDAR_TOPICS = ("/lidar/points", "/lidar/points_b")  # the second only with lidar_halves
 POINT_DTYPE = np.dtype({"names": ["x", "y", "z", "intensity", "t", "ring"],
                         "formats": ["<f4", "<f4", "<f4", "<f4", "<u4", "<u2"],
                         "offsets": [0, 4, 8, 12, 16, 20], "itemsize": 24})
@@ -84,14 +85,16 @@ def _image(drive: Drive, name: str, stamp_ns: int, compressed: bool):
         data=data.ravel())
 
 
-def _cloud(drive: Drive, stamp_ns: int):
+def _cloud(drive: Drive, stamp_ns: int, columns_of: slice = slice(None)):
+    """The sweep of `stamp_ns` as an organised PointCloud2; `columns_of` keeps some columns."""
     scan = drive.scan(stamp_ns)
-    beams, columns = scan.xyz_lidar.shape[:2]
+    xyz, offset_ns = scan.xyz_lidar[:, columns_of], scan.offset_ns[columns_of]
+    beams, columns = xyz.shape[:2]
     points = np.zeros((beams, columns), POINT_DTYPE)
     for i, axis in enumerate("xyz"):
-        points[axis] = scan.xyz_lidar[..., i]
-    points["intensity"] = np.where(np.isfinite(scan.xyz_lidar[..., 0]), 100.0, 0.0)
-    points["t"] = scan.offset_ns[None, :].astype(np.uint32)
+        points[axis] = xyz[..., i]
+    points["intensity"] = np.where(np.isfinite(xyz[..., 0]), 100.0, 0.0)
+    points["t"] = offset_ns[None, :].astype(np.uint32)
     points["ring"] = np.arange(beams, dtype=np.uint16)[:, None]
     field = rt.T["sensor_msgs/msg/PointField"]
     fields = [field(name=n, offset=POINT_DTYPE.fields[n][1], datatype=dt, count=1)
@@ -119,7 +122,7 @@ def _odometry(drive: Drive, stamp_ns: int):
         twist=T["geometry_msgs/msg/TwistWithCovariance"](twist=twist, covariance=np.zeros(36)))
 
 
-def _events(drive: Drive, rgb_topic: str, odom: bool):
+def _events(drive: Drive, rgb_topic: str, odom: bool, lidar_topics: tuple[str, ...]):
     """(log time, topic, stamp, index, builder) of every message, not yet built."""
     stamps = drive.camera_stamps_ns()
     period = int(1e9 / drive.spec.lidar.rate_hz)
@@ -133,14 +136,15 @@ def _events(drive: Drive, rgb_topic: str, odom: bool):
             yield int(s) + LATENCY_NS["camera"], info, int(s), i
             yield int(s) + LATENCY_NS["camera"], topic, int(s), i
     for i, s in enumerate(drive.scan_stamps_ns()):
-        yield int(s) + period + LATENCY_NS["lidar"], "/lidar/points", int(s), i
+        for topic in lidar_topics:
+            yield int(s) + period + LATENCY_NS["lidar"], topic, int(s), i
     for i, s in enumerate(tf_stamps):
         yield int(s) + LATENCY_NS["tf"], "/tf", int(s), i
         if odom:
             yield int(s) + LATENCY_NS["tf"], "/odom", int(s), i
 
 
-def _build(drive: Drive, topic: str, stamp_ns: int, faults: Faults):
+def _build(drive: Drive, topic: str, stamp_ns: int, faults: Faults, halves: bool = False):
     if topic == "/tf_static":
         return rt.tf_message([rt.transform_stamped(drive.T_base(n), FRAMES["base"], FRAMES[n],
                                                    stamp_ns)
@@ -150,8 +154,9 @@ def _build(drive: Drive, topic: str, stamp_ns: int, faults: Faults):
                                                    FRAMES["odom"], FRAMES["base"], stamp_ns)])
     if topic == "/odom":
         return _odometry(drive, stamp_ns)
-    if topic == "/lidar/points":
-        return _cloud(drive, stamp_ns)
+    if topic in LIDAR_TOPICS:  # with halves, each topic gets every other column of the sweep
+        return _cloud(drive, stamp_ns,
+                      slice(LIDAR_TOPICS.index(topic), None, 2) if halves else slice(None))
     name = "thr" if topic.startswith("/thermal") else "rgb"
     if topic.endswith("camera_info"):
         return _camera_info(drive, name, stamp_ns)
@@ -174,11 +179,13 @@ def _apply_faults(msg, topic: str, index: int, log_ns: int, drive: Drive, faults
     return msg
 
 
-def _connections(writer: Writer, rgb_topic: str, odom: bool, omit: tuple[str, ...]) -> dict:
+def _connections(writer: Writer, rgb_topic: str, odom: bool, omit: tuple[str, ...],
+                 lidar_topics: tuple[str, ...]) -> dict:
     types = {"/tf_static": rt.TF_MESSAGE, "/tf": rt.TF_MESSAGE, "/thermal/image_raw": rt.IMAGE,
              "/thermal/camera_info": rt.CAMERA_INFO, "/rgb/camera_info": rt.CAMERA_INFO,
              rgb_topic: ("sensor_msgs/msg/CompressedImage" if rgb_topic.endswith("compressed")
-                         else rt.IMAGE), "/lidar/points": "sensor_msgs/msg/PointCloud2"}
+                         else rt.IMAGE)}
+    types.update(dict.fromkeys(lidar_topics, "sensor_msgs/msg/PointCloud2"))
     if odom:
         types["/odom"] = "nav_msgs/msg/Odometry"
     return {topic: writer.add_connection(topic, msgtype, typestore=rt.TYPESTORE,
@@ -189,8 +196,13 @@ def _connections(writer: Writer, rgb_topic: str, odom: bool, omit: tuple[str, ..
 
 def write_rig_bag(out: str | Path, spec: DriveSpec, *, storage: str = "mcap",
                   rgb_compressed: bool = False, odom: bool = False,
-                  faults: Faults = Faults()) -> Drive:  # noqa: B008 - frozen default
-    """Write the drive of `spec` as a rosbag2 folder `out` (replaced if it exists)."""
+                  faults: Faults = Faults(),  # noqa: B008 - frozen default
+                  lidar_halves: bool = False) -> Drive:
+    """Write the drive of `spec` as a rosbag2 folder `out` (replaced if it exists).
+
+    lidar_halves: the sweep's even columns on /lidar/points and its odd ones on
+    /lidar/points_b, as a rig with two LiDARs records two topics (one mounting here)."""
+    lidar_topics = LIDAR_TOPICS if lidar_halves else LIDAR_TOPICS[:1]
     out = Path(out)
     drive = Drive(spec)
     rgb_topic = "/rgb/image_raw/compressed" if rgb_compressed else "/rgb/image_raw"
@@ -199,13 +211,14 @@ def write_rig_bag(out: str | Path, spec: DriveSpec, *, storage: str = "mcap",
     writer = Writer(out, version=9, storage_plugin=StoragePlugin[storage.upper()])
     writer.open()
     try:
-        conns = _connections(writer, rgb_topic, odom, faults.omit_topics)
-        events = sorted(_events(drive, rgb_topic, odom), key=lambda e: (e[0], e[1], e[3]))
+        conns = _connections(writer, rgb_topic, odom, faults.omit_topics, lidar_topics)
+        events = sorted(_events(drive, rgb_topic, odom, lidar_topics),
+                        key=lambda e: (e[0], e[1], e[3]))
         for log_ns, topic, stamp_ns, index in events:
             if topic not in conns:
                 continue
-            msg = _apply_faults(_build(drive, topic, stamp_ns, faults), topic, index, log_ns,
-                                drive, faults)
+            msg = _apply_faults(_build(drive, topic, stamp_ns, faults, lidar_halves), topic,
+                                index, log_ns, drive, faults)
             writer.write(conns[topic], log_ns, rt.serialize(msg))
     finally:
         writer.close()
