@@ -3,6 +3,7 @@ GT accuracy against the simulation's exact depth, occlusion filtering, selection
 jumps, damaged messages, missing topics / tf, interruption and resume. Units: small pure ones."""
 from __future__ import annotations
 
+import re
 import signal
 import subprocess
 import sys
@@ -129,14 +130,23 @@ def test_several_bags_in_one_command_and_the_day_night_rule(tmp_path):
         assert ms2.list_frames(out, seq)  # each a complete sequence
 
 
-def test_two_lidar_topics_are_merged(rig, converted, tmp_path):
+def test_two_lidar_topics_are_merged(rig, converted, tmp_path, capsys):
     # the same drive as `rig`, its sweep split column-wise over two topics (two LiDARs)
     bag = tmp_path / "two_lidars"
     drive = write_rig_bag(bag, SPEC, lidar_halves=True)
     both, one = tmp_path / "both", tmp_path / "one"
-    assert main([str(bag), "--out", str(both), "--lidar-topic", "/lidar/points",
-                 "--lidar-topic", "/lidar/points_b", "--quiet"]) == 0
-    assert main([str(bag), "--out", str(one), "--lidar-topic", "/lidar/points_b", "--quiet"]) == 0
+    summary = {}
+    for name, topics in (("both", ["/lidar/points", "/lidar/points_b"]), ("one", ["/lidar/points_b"])):
+        args = [arg for topic in topics for arg in ("--lidar-topic", topic)]
+        assert main([str(bag), "--out", str(tmp_path / name), *args, "--quiet"]) == 0
+        summary[name] = capsys.readouterr().out
+    # the summary's LiDAR points per frame and GT density: two topics carry twice the points
+    points = {name: int(re.search(r"LiDAR points/frame mean (\d+)", text)[1])
+              for name, text in summary.items()}
+    assert points["both"] == pytest.approx(2 * points["one"], rel=0.02), summary
+    density = {name: [float(x) for x in re.search(r"GT density thr ([\d.]+) %, rgb ([\d.]+) %",
+                                                   text).groups()] for name, text in summary.items()}
+    assert all(b > o > 0 for b, o in zip(density["both"], density["one"], strict=True)), density
     figures = {name: check_sequence(drive, root, "two_lidars") for name, root in
                (("both", both), ("one", one))}
     whole = check_sequence(rig[1], converted, "drive")  # one topic with the whole sweep
