@@ -247,11 +247,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--odom", action="store_true", help="also record /odom")
     parser.add_argument("--stop", default=None, metavar="START:LEN",
                         help="stand still from START for LEN seconds")
+    parser.add_argument("--lidar-halves", action="store_true",
+                        help="the sweep's even / odd columns on /lidar/points / /lidar/points_b")
     args = parser.parse_args(argv)
     spec = DriveSpec(seed=args.seed, kind=args.kind, seconds=args.seconds, scale=args.scale,
                      stop=_parse_stop(args.stop))
     write_rig_bag(args.out, spec, storage=args.storage, rgb_compressed=args.rgb_compressed,
-                  odom=args.odom)
+                  odom=args.odom, lidar_halves=args.lidar_halves)
     print(f"wrote {args.out} ({args.seconds:g} s, {args.kind}, seed {args.seed})")
     return 0
 
