@@ -55,19 +55,12 @@ def _run(cmd: list[str], log: Path) -> float:
     return time.perf_counter() - start
 
 
-def _bag_to_ms2() -> list[str]:
-    """The bag_to_ms2 console script next to this interpreter, else its module."""
-    script = Path(PY).parent / "bag_to_ms2"
-    return [str(script)] if script.exists() else [PY, "-m", "depth_fusion_ros.bag.bag_to_ms2"]
-
-
 def finetune_config(checkpoint: Path, data_root: Path, steps: int, lr: float) -> dict:
     """finetune_own_rig.yaml with the checkpoint's model block and a run this CPU can afford."""
-    import torch
+    from training.checkpoint import load_checkpoint
 
-    payload = torch.load(checkpoint, map_location="cpu", weights_only=False)
     cfg = yaml.safe_load(FINETUNE_CONFIG.read_text())
-    cfg["model"] = payload["config"]["model"]
+    cfg["model"] = load_checkpoint(checkpoint)["config"]["model"]
     cfg["data"].update(root=str(data_root), num_workers=0)
     cfg["optim"].update(lr=lr, lr_final=lr / 10, batch_size=4, max_steps=steps,
                         warmup_steps=max(1, steps // 10), amp="off", channels_last=False)
@@ -111,8 +104,9 @@ def main() -> int:
                 [PY, "-m", "training.synthetic.rig_bag", "--out", str(bag), "--seconds",
                  str(args.seconds), "--seed", str(seed), "--kind", "day"], logs / f"{name}_rec.log")
             seconds["convert"] += _run(
-                _bag_to_ms2() + [str(bag), "--out", str(data), "--lidar-topic", "/lidar/points",
-                                 "--split", split, "--quiet"], logs / f"{name}_bag_to_ms2.log")
+                [PY, "-m", "depth_fusion_ros.bag.bag_to_ms2", str(bag), "--out", str(data),
+                 "--lidar-topic", "/lidar/points", "--split", split, "--quiet"],
+                logs / f"{name}_bag_to_ms2.log")
         evaluate = [PY, "-m", "training.evaluate", "--data-root", str(data), "--split",
                     "test_day", "--device", "cpu"]
         seconds["evaluate before"] = _run(evaluate + ["--checkpoint", str(args.checkpoint),

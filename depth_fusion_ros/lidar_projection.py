@@ -23,7 +23,8 @@ neighbourhood test (cf. KITTI depth completion, Uhrig et al. 3DV 2017), sized by
 
 Measured on the synthetic rig (`training/synthetic/rig_bag.py`, bench/bag_to_ms2_speed.py,
 figures in bench/RESULTS.md): of the points hidden from the camera by a surface more than 5 %
-nearer, about 96 % are removed while 95-98 % of the visible points are kept. Depth is optical z in metres (REP 118); 0 = none.
+nearer, about 96 % are removed while 95-98 % of the visible points are kept. Depth is optical z
+in metres (REP 118); 0 = none.
 """
 from __future__ import annotations
 

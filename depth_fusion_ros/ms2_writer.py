@@ -156,18 +156,19 @@ class SequenceWriter:
         # An older sequence of this name (--force) leaves view first, by one atomic rename of
         # its images (they make a sequence visible): a crash from here on never shows its
         # images with the new depth maps; the sequence is then missing and a rerun converts it.
-        replaced = self.root / "sync_data" / f".{self.seq}.replaced"
+        images = self.sync_tmp.with_name(self.seq)  # sync_data/<seq>
+        replaced = self.sync_tmp.with_name(f".{self.seq}.replaced")
         shutil.rmtree(replaced, ignore_errors=True)
-        if (self.root / "sync_data" / self.seq).exists():
-            (self.root / "sync_data" / self.seq).rename(replaced)
-            _fsync_dir(self.root / "sync_data")
+        if images.exists():
+            images.rename(replaced)
+            _fsync_dir(images.parent)
         for tmp in (self.depth_tmp, self.sync_tmp):  # images last: they make the frames visible
             final = tmp.with_name(self.seq)
             shutil.rmtree(final, ignore_errors=True)
             tmp.rename(final)
-        _fsync_dir(self.root / "sync_data")
+        _fsync_dir(images.parent)
         shutil.rmtree(replaced, ignore_errors=True)
-        return self.root / "sync_data" / self.seq
+        return images
 
     def close(self) -> None:
         """Stop writing but keep the partial folders (an interrupted run resumes from them)."""

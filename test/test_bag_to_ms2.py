@@ -134,11 +134,10 @@ def test_two_lidar_topics_are_merged(rig, converted, tmp_path, capsys):
     # the same drive as `rig`, its sweep split column-wise over two topics (two LiDARs)
     bag = tmp_path / "two_lidars"
     drive = write_rig_bag(bag, SPEC, lidar_halves=True)
-    both, one = tmp_path / "both", tmp_path / "one"
-    summary = {}
+    outs, summary = {"both": tmp_path / "both", "one": tmp_path / "one"}, {}
     for name, topics in (("both", ["/lidar/points", "/lidar/points_b"]), ("one", ["/lidar/points_b"])):
         args = [arg for topic in topics for arg in ("--lidar-topic", topic)]
-        assert main([str(bag), "--out", str(tmp_path / name), *args, "--quiet"]) == 0
+        assert main([str(bag), "--out", str(outs[name]), *args, "--quiet"]) == 0
         summary[name] = capsys.readouterr().out
     # the summary's LiDAR points per frame and GT density: two topics carry twice the points
     points = {name: int(re.search(r"LiDAR points/frame mean (\d+)", text)[1])
@@ -147,15 +146,14 @@ def test_two_lidar_topics_are_merged(rig, converted, tmp_path, capsys):
     density = {name: [float(x) for x in re.search(r"GT density thr ([\d.]+) %, rgb ([\d.]+) %",
                                                    text).groups()] for name, text in summary.items()}
     assert all(b > o > 0 for b, o in zip(density["both"], density["one"], strict=True)), density
-    figures = {name: check_sequence(drive, root, "two_lidars") for name, root in
-               (("both", both), ("one", one))}
+    figures = {name: check_sequence(drive, root, "two_lidars") for name, root in outs.items()}
     whole = check_sequence(rig[1], converted, "drive")  # one topic with the whole sweep
     for view in ("thr", "rgb"):
         assert figures["both"]["abs_rel_median"][view] < 0.01
         # both topics: about the whole sweep's ground truth; one of them: about half of it
         assert figures["both"]["gt_pixels"][view] >= 0.9 * whole["gt_pixels"][view]
         assert 0.3 < figures["one"]["gt_pixels"][view] / whole["gt_pixels"][view] < 0.7
-    record = (both / "sync_data" / "two_lidars" / "bag_to_ms2.json").read_text()
+    record = (outs["both"] / "sync_data" / "two_lidars" / "bag_to_ms2.json").read_text()
     assert "/lidar/points_b" in record
 
 
